@@ -1,0 +1,616 @@
+"""ALS: alternating least squares with biases, exact batched solves, on CUDA or the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys.als.batching import build_buckets
+from recsys.als.loss import Side, als_loss
+from recsys.als.solvers import SOLVERS, HalfProblem
+from recsys.als.weightings import WEIGHTINGS
+
+#: version of the file layout written by `ALS.save`; `load` rejects any other
+FORMAT_VERSION = 1
+
+#: callback(epoch, loss, seconds, model) -> truthy to stop training early
+Callback = Callable[[int, float, float, "ALS"], Any]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced NaN or infinite factors or loss."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else the CPU; anything else as given (validated)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use 'auto'")
+    return resolved
+
+
+def _as_csr(user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
+    """The CSR matrix of `user_items` (a scipy CSR or a recsys Interactions) and the source."""
+    matrix = getattr(user_items, "matrix", user_items)
+    if not sp.issparse(matrix) or matrix.format != "csr":
+        kind = type(matrix).__name__ if not sp.issparse(matrix) else f"sparse {matrix.format}"
+        raise TypeError(
+            f"{name} must be a scipy.sparse CSR matrix (users x items) or recsys Interactions, "
+            f"got {kind}; convert with scipy.sparse.csr_matrix(...) or .tocsr()"
+        )
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix, user_items
+
+
+def _ids_to_array(ids: Any) -> np.ndarray | None:
+    """External ids as a numpy array that `np.savez` can store without pickle."""
+    if ids is None:
+        return None
+    arr = np.asarray(ids)
+    return arr if arr.dtype.kind in "iuf" else arr.astype(str)
+
+
+class ALS:
+    """Matrix factorisation by alternating least squares for implicit or explicit feedback.
+
+    Scores are ``s(u, i) = x_u . y_i + b_u + b_i + mu`` (biases only with ``use_bias``; ``mu`` is
+    the global mean for explicit ratings, else 0). Each half-epoch solves every row's normal
+    equations exactly (``solver="cholesky"``) or approximately (``solver="cg"``); the weighting
+    (``"hkv"``, ``"ials"``, ``"explicit"``) says how raw values become weights and targets.
+
+    Args:
+        n_factors: embedding dimension f.
+        regularization: lambda, scaled per row by ``(n_u + a * N) ** reg_exponent``.
+        bias_regularization: lambda for the biases (defaults to ``regularization``).
+        iterations: epochs (one user and one item half-epoch each).
+        weighting: registry name of the weighting (see ``recsys.als.weightings``).
+        alpha: confidence slope of ``hkv``.
+        alpha0: unobserved weight of ``ials``.
+        reg_exponent: nu; default per weighting (0 for hkv, 1 for ials and explicit ALS-WR).
+        use_bias: learn user and item biases (f + 1 unknowns per solve).
+        solver: registry name of the solver (see ``recsys.als.solvers``).
+        cg_steps: conjugate-gradient steps per half-epoch for ``solver="cg"``.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+        dtype: "float32" or "float64".
+        seed: seeds the initialisation; same seed and device give identical factors.
+        memory_budget_mb: bound on the solver's working memory per batch of rows.
+        init_std: standard deviation of the initial factors (default 0.1 / sqrt(f)).
+    """
+
+    def __init__(
+        self,
+        n_factors: int = 64,
+        regularization: float = 0.01,
+        *,
+        bias_regularization: float | None = None,
+        iterations: int = 15,
+        weighting: str = "hkv",
+        alpha: float = 1.0,
+        alpha0: float = 0.01,
+        reg_exponent: float | None = None,
+        use_bias: bool = True,
+        solver: str = "cholesky",
+        cg_steps: int = 3,
+        device: str = "auto",
+        dtype: str = "float32",
+        seed: int = 0,
+        memory_budget_mb: float = 1024.0,
+        init_std: float | None = None,
+    ) -> None:
+        if isinstance(n_factors, bool) or not isinstance(n_factors, int | np.integer):
+            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
+        if n_factors < 1:
+            raise ValueError(f"n_factors must be >= 1, got {n_factors}")
+        if not regularization >= 0:
+            raise ValueError(f"regularization must be >= 0, got {regularization}")
+        if bias_regularization is not None and not bias_regularization >= 0:
+            raise ValueError(f"bias_regularization must be >= 0, got {bias_regularization}")
+        if use_bias and not (
+            regularization > 0 and (bias_regularization is None or bias_regularization > 0)
+        ):
+            raise ValueError(
+                "use_bias=True needs regularization > 0 and bias_regularization > 0 so every "
+                "solve is well posed; raise them or set use_bias=False"
+            )
+        if int(iterations) < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if not memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
+        self.params: dict[str, Any] = {
+            "n_factors": int(n_factors),
+            "regularization": float(regularization),
+            "bias_regularization": float(
+                regularization if bias_regularization is None else bias_regularization
+            ),
+            "iterations": int(iterations),
+            "weighting": weighting,
+            "alpha": float(alpha),
+            "alpha0": float(alpha0),
+            "reg_exponent": None if reg_exponent is None else float(reg_exponent),
+            "use_bias": bool(use_bias),
+            "solver": solver,
+            "cg_steps": int(cg_steps),
+            "dtype": dtype,
+            "seed": int(seed),
+            "memory_budget_mb": float(memory_budget_mb),
+            "init_std": None if init_std is None else float(init_std),
+        }
+        self.weighting = WEIGHTINGS.build(weighting, alpha=alpha, alpha0=alpha0)
+        self.solver = SOLVERS.build(solver, steps=cg_steps)
+        self.device = resolve_device(device)
+        self.dtype = _DTYPES[dtype]
+        self.user_factors: torch.Tensor | None = None
+        self.item_factors: torch.Tensor | None = None
+        self.user_bias: torch.Tensor | None = None
+        self.item_bias: torch.Tensor | None = None
+        self.global_bias: float = 0.0
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_factors(self) -> int:
+        return self.params["n_factors"]
+
+    @property
+    def reg_exponent(self) -> float:
+        nu = self.params["reg_exponent"]
+        return self.weighting.default_reg_exponent if nu is None else nu
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.item_factors is not None
+
+    @property
+    def n_users(self) -> int:
+        return 0 if self.user_factors is None else self.user_factors.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return 0 if self.item_factors is None else self.item_factors.shape[0]
+
+    @property
+    def _bias_column(self) -> float:
+        """Value c of the fixed side's bias column: c^2 = lambda / lambda_b keeps one lambda."""
+        p = self.params
+        return math.sqrt(p["regularization"] / p["bias_regularization"])
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, user_items: Any, callback: Callback | None = None, *, resume: bool = False
+    ) -> ALS:
+        """Train on `user_items` (users x items CSR or Interactions) for `iterations` epochs.
+
+        `callback(epoch, loss, seconds, model)` runs after every epoch; a truthy return stops
+        training. With `resume=True` a model that already has factors for this matrix (e.g. from
+        a checkpoint written by `save`) continues from epoch `len(history)` instead of
+        re-initialising, and ends with the same factors as an uninterrupted run.
+        """
+        matrix, source = _as_csr(user_items)
+        values = torch.from_numpy(matrix.data)
+        self.weighting.check_values(values)
+        if not (resume and self.is_fitted):
+            self._initialise(matrix.shape)
+            self.history = []
+            self.global_bias = (
+                float(matrix.data.mean()) if self.weighting.uses_global_mean and matrix.nnz else 0.0
+            )
+        elif (self.n_users, self.n_items) != matrix.shape:
+            raise ValueError(
+                f"cannot resume: the model has {self.n_users} users x {self.n_items} items but "
+                f"user_items is {matrix.shape[0]} x {matrix.shape[1]}"
+            )
+        self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
+        self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
+
+        users = self._structure(matrix)
+        items = self._structure(matrix.T.tocsr())
+        coo = matrix.tocoo()
+        entries = (
+            torch.from_numpy(coo.row.astype(np.int64)).to(self.device),
+            torch.from_numpy(coo.col.astype(np.int64)).to(self.device),
+            torch.from_numpy(coo.data).to(self.device, self.dtype),
+        )
+        for epoch in range(len(self.history), self.params["iterations"]):
+            start = time.perf_counter()
+            self._update_users(users)
+            self._update_items(items)
+            self._synchronize()
+            seconds = time.perf_counter() - start
+            loss = self._loss(entries, users["reg"], items["reg"])
+            self._check_finite(epoch, loss["loss"])
+            self.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
+            if callback is not None and callback(epoch + 1, loss["loss"], seconds, self):
+                break
+        return self
+
+    def _initialise(self, shape: tuple[int, int]) -> None:
+        """Normal(0, init_std) factors from the seed (generated on the CPU: same on any device)."""
+        f = self.n_factors
+        std = self.params["init_std"] or self.weighting.init_std(f)
+        gen = torch.Generator().manual_seed(self.params["seed"])
+        draw = lambda n: (torch.randn(n, f, generator=gen, dtype=torch.float64) * std).to(  # noqa: E731
+            self.device, self.dtype
+        )
+        self.user_factors, self.item_factors = draw(shape[0]), draw(shape[1])
+        if self.params["use_bias"]:
+            self.user_bias = torch.zeros(shape[0], device=self.device, dtype=self.dtype)
+            self.item_bias = torch.zeros(shape[1], device=self.device, dtype=self.dtype)
+        else:
+            self.user_bias = self.item_bias = None
+
+    def _structure(self, matrix: sp.csr_matrix) -> dict[str, Any]:
+        """Buckets, empty rows and per-row regularization of one side (fixed during a fit)."""
+        buckets, empty = build_buckets(matrix, self.device, self.dtype)
+        counts = torch.from_numpy(np.diff(matrix.indptr).astype(np.float64))
+        n_cols = matrix.shape[1]
+        scale = (counts + self.weighting.all_pairs_weight * n_cols) ** self.reg_exponent
+        reg = (self.params["regularization"] * scale).to(self.device, self.dtype)
+        return {"buckets": buckets, "empty": empty, "reg": reg, "n_rows": matrix.shape[0]}
+
+    def _fixed_side(
+        self, factors: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fixed side F (with the bias column c when biases are on) and its score offsets."""
+        if bias is None:
+            offsets = (
+                None if self.global_bias == 0 else torch.full_like(factors[:, 0], self.global_bias)
+            )
+            return factors, offsets
+        column = torch.full_like(factors[:, :1], self._bias_column)
+        return torch.cat([factors, column], dim=1), bias + self.global_bias
+
+    def _solve_side(
+        self,
+        structure: dict[str, Any],
+        fixed_factors: torch.Tensor,
+        fixed_bias: torch.Tensor | None,
+        current_factors: torch.Tensor,
+        current_bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Solve every row of one side against the other side; return factors and biases."""
+        fixed, offsets = self._fixed_side(fixed_factors, fixed_bias)
+        problem = HalfProblem(
+            fixed=fixed,
+            all_pairs_weight=self.weighting.all_pairs_weight,
+            offsets=offsets,
+            row_reg=structure["reg"],
+            weighting=self.weighting,
+            buckets=structure["buckets"],
+            empty_rows=structure["empty"],
+            n_rows=structure["n_rows"],
+            memory_budget_bytes=int(self.params["memory_budget_mb"] * 2**20),
+        )
+        c = self._bias_column if current_bias is not None else 1.0
+        current = (
+            current_factors
+            if current_bias is None
+            else torch.cat([current_factors, (current_bias / c)[:, None]], dim=1)
+        )
+        solved = self.solver.solve(problem, current)
+        solved[structure["empty"]] = 0
+        f = self.n_factors
+        return solved[:, :f].contiguous(), (None if current_bias is None else solved[:, f] * c)
+
+    def _update_users(self, users: dict[str, Any]) -> None:
+        self.user_factors, self.user_bias = self._solve_side(
+            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias
+        )
+
+    def _update_items(self, items: dict[str, Any]) -> None:
+        self.item_factors, self.item_bias = self._solve_side(
+            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias
+        )
+
+    def _loss(self, entries, user_reg: torch.Tensor, item_reg: torch.Tensor) -> dict[str, float]:
+        p = self.params
+        return als_loss(
+            *entries,
+            users=Side(self.user_factors, self.user_bias, user_reg),
+            items=Side(self.item_factors, self.item_bias, item_reg),
+            global_bias=self.global_bias,
+            weighting=self.weighting,
+            bias_reg_ratio=p["bias_regularization"] / p["regularization"]
+            if p["regularization"]
+            else 0.0,
+        )
+
+    def _check_finite(self, epoch: int, loss: float) -> None:
+        tensors = [self.user_factors, self.item_factors, self.user_bias, self.item_bias]
+        finite = math.isfinite(loss) and all(
+            bool(torch.isfinite(t).all()) for t in tensors if t is not None
+        )
+        if not finite:
+            raise DivergenceError(
+                f"training diverged at epoch {epoch + 1}: NaN or infinite factors or loss. "
+                "Likely causes: regularization too small for the data (try a larger value), "
+                "alpha too large, or float32 overflow (try dtype='float64')."
+            )
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ------------------------------------------------------------------ scoring
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("the model is not fitted yet: call fit() or ALS.load() first")
+
+    def _index_tensor(self, ids: Any, n: int, what: str) -> torch.Tensor:
+        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(
+                f"{what} ids must be internal indices in [0, {n}); got out-of-range ids"
+            )
+        return idx
+
+    def user_embeddings(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Query vectors q_u (float32): score(u, i) = q_u . item_embeddings()[i] + user_offsets."""
+        self._require_fitted()
+        idx = self._index_tensor(user_ids, self.n_users, "user")
+        x = self.user_factors[idx]
+        if self.user_bias is not None:
+            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        return x.float().cpu().numpy()
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item vectors (float32, n_items x d), the item bias folded in as the last dimension."""
+        self._require_fitted()
+        y = self.item_factors
+        if self.item_bias is not None:
+            y = torch.cat([y, self.item_bias[:, None]], dim=1)
+        return y.float().cpu().numpy()
+
+    def user_offsets(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Per-user constant of every score: the user bias plus the global mean."""
+        self._require_fitted()
+        idx = self._index_tensor(user_ids, self.n_users, "user")
+        offset = torch.full((idx.numel(),), self.global_bias, dtype=torch.float64)
+        if self.user_bias is not None:
+            offset = offset + self.user_bias[idx].double().cpu()
+        return offset.float().numpy()
+
+    def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+        """Scores of the (user, item) pairs given elementwise (e.g. predicted ratings)."""
+        self._require_fitted()
+        u = self._index_tensor(user_ids, self.n_users, "user")
+        i = self._index_tensor(item_ids, self.n_items, "item")
+        if u.shape != i.shape:
+            raise ValueError(
+                f"user_ids and item_ids must have the same length, got {len(u)} and {len(i)}"
+            )
+        s = (self.user_factors[u] * self.item_factors[i]).sum(1) + self.global_bias
+        if self.user_bias is not None:
+            s = s + self.user_bias[u] + self.item_bias[i]
+        return s.float().cpu().numpy()
+
+    def recommend(
+        self,
+        user_ids: Any,
+        user_items: sp.csr_matrix | None = None,
+        k: int = 10,
+        filter_seen: bool = True,
+        filter_items: Any = None,
+        items: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per user by exact score over the whole catalog (or `items`).
+
+        `user_items` holds one row per entry of `user_ids` (their interactions, as in `implicit`);
+        with `filter_seen` those items are excluded. `filter_items` are excluded for everyone,
+        `items` restricts the candidates. Returns internal item ids (int64) and scores (float32),
+        both (len(user_ids), k); slots beyond the number of eligible items hold id -1, score -inf.
+        """
+        from recsys.eval.topk import topk_items
+
+        self._require_fitted()
+        users = self._index_tensor(user_ids, self.n_users, "user")
+        exclude = None
+        if filter_seen:
+            if user_items is None:
+                raise ValueError("filter_seen=True needs user_items (one row per user id)")
+            exclude, _ = _as_csr(user_items)
+            if exclude.shape != (users.numel(), self.n_items):
+                raise ValueError(
+                    f"user_items must have one row per user id and one column per item: "
+                    f"expected {(users.numel(), self.n_items)}, got {exclude.shape}"
+                )
+        allowed = np.ones(self.n_items, dtype=bool)
+        if items is not None:
+            allowed[:] = False
+            allowed[self._index_tensor(items, self.n_items, "item").cpu().numpy()] = True
+        if filter_items is not None:
+            allowed[self._index_tensor(filter_items, self.n_items, "item").cpu().numpy()] = False
+        q = torch.from_numpy(self.user_embeddings(users.cpu().numpy())).to(self.device)
+        e = torch.from_numpy(self.item_embeddings()).to(self.device)
+        ids, scores = topk_items(
+            q,
+            e,
+            k,
+            exclude=exclude,
+            user_offsets=torch.from_numpy(self.user_offsets(users.cpu().numpy())).to(self.device),
+            allowed_items=None if allowed.all() else torch.from_numpy(allowed).to(self.device),
+        )
+        return ids.cpu().numpy().astype(np.int64), scores.float().cpu().numpy()
+
+    def similar_items(self, item_ids: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k most cosine-similar items to each of `item_ids` (itself excluded)."""
+        from recsys.eval.topk import topk_items
+
+        self._require_fitted()
+        idx = self._index_tensor(item_ids, self.n_items, "item")
+        unit = torch.nn.functional.normalize(self.item_factors.float(), dim=1)
+        itself = sp.csr_matrix(
+            (np.ones(idx.numel(), np.float32), (np.arange(idx.numel()), idx.cpu().numpy())),
+            shape=(idx.numel(), self.n_items),
+        )
+        ids, scores = topk_items(unit[idx], unit, k, exclude=itself)
+        return ids.cpu().numpy().astype(np.int64), scores.float().cpu().numpy()
+
+    # ------------------------------------------------------------------ fold-in
+    def fold_in_factors(self, user_items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Factors (and biases) of users given by their rows, against the fixed item side.
+
+        Each row is one exact solve of the same normal equations training uses, so a training
+        user's row reproduces its trained vector (with the exact solver).
+        """
+        self._require_fitted()
+        rows, _ = _as_csr(user_items)
+        if rows.shape[1] != self.n_items:
+            raise ValueError(f"rows must have {self.n_items} columns (items), got {rows.shape[1]}")
+        self.weighting.check_values(torch.from_numpy(rows.data))
+        current_bias = (
+            None
+            if self.user_bias is None
+            else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
+        )
+        current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
+        return self._solve_side(
+            self._structure(rows), self.item_factors, self.item_bias, current, current_bias
+        )
+
+    def fold_in(self, user_items: Any) -> np.ndarray:
+        """Query embeddings (as `user_embeddings`) for new or changed users given their rows."""
+        factors, bias = self.fold_in_factors(user_items)
+        if bias is not None:
+            factors = torch.cat([factors, torch.ones_like(factors[:, :1])], dim=1)
+        return factors.float().cpu().numpy()
+
+    def partial_fit_users(self, user_ids: Any, user_items: Any) -> None:
+        """Recompute (or add, for ids >= n_users) the given users from their rows."""
+        factors, bias = self.fold_in_factors(user_items)
+        self.user_factors, self.user_bias = self._scatter(
+            self.user_factors, self.user_bias, user_ids, factors, bias
+        )
+
+    def partial_fit_items(self, item_ids: Any, item_users: Any) -> None:
+        """Recompute (or add) the given items from their columns (rows: item x users CSR)."""
+        self._require_fitted()
+        cols, _ = _as_csr(item_users, "item_users")
+        if cols.shape[1] != self.n_users:
+            raise ValueError(
+                f"item_users must have {self.n_users} columns (users), got {cols.shape[1]}"
+            )
+        self.weighting.check_values(torch.from_numpy(cols.data))
+        zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
+        bias0 = None if self.item_bias is None else zeros[:, 0].clone()
+        factors, bias = self._solve_side(
+            self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
+        )
+        self.item_factors, self.item_bias = self._scatter(
+            self.item_factors, self.item_bias, item_ids, factors, bias
+        )
+
+    def _scatter(self, table, table_bias, ids, factors, bias):
+        """Write rows into a factor table, growing it with zero rows for new ids."""
+        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        if idx.numel() != factors.shape[0]:
+            raise ValueError(f"got {idx.numel()} ids but {factors.shape[0]} rows")
+        if idx.numel() and int(idx.min()) < 0:
+            raise IndexError("ids must be >= 0")
+        size = max(table.shape[0], int(idx.max()) + 1 if idx.numel() else 0)
+        grown = table.new_zeros(size, table.shape[1])
+        grown[: table.shape[0]] = table
+        grown[idx] = factors
+        if table_bias is None:
+            return grown, None
+        grown_bias = table_bias.new_zeros(size)
+        grown_bias[: table_bias.shape[0]] = table_bias
+        grown_bias[idx] = bias
+        return grown, grown_bias
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one self-describing `.npz` (no pickle) atomically; returns the path written."""
+        self._require_fitted()
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "format_version": np.array(FORMAT_VERSION),
+            "params": np.array(json.dumps(self.params)),
+            "history": np.array(json.dumps(self.history)),
+            "global_bias": np.array(self.global_bias),
+            "user_factors": self.user_factors.cpu().numpy(),
+            "item_factors": self.item_factors.cpu().numpy(),
+        }
+        for name in ("user_bias", "item_bias"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name).cpu().numpy()
+        for name in ("user_ids", "item_ids"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> ALS:
+        """Read a file written by `save` (never executes code from it) onto `device`."""
+        path = Path(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no model file at {path}") from None
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path} is not a recsys ALS model file (.npz): {err}") from None
+        with data:
+            missing = [
+                k
+                for k in (
+                    "format_version",
+                    "params",
+                    "history",
+                    "global_bias",
+                    "user_factors",
+                    "item_factors",
+                )
+                if k not in data.files
+            ]
+            if missing:
+                raise ValueError(f"{path} is not a complete recsys ALS model: missing {missing}")
+            version = int(data["format_version"])
+            if version != FORMAT_VERSION:
+                raise ValueError(
+                    f"{path} has model format version {version}; this recsys reads version "
+                    f"{FORMAT_VERSION} (re-save it with a matching recsys version)"
+                )
+            params = json.loads(str(data["params"]))
+            if params["use_bias"] and not {"user_bias", "item_bias"} <= set(data.files):
+                raise ValueError(f"{path} says use_bias=True but holds no biases")
+            model = cls(device=device, **params)
+            to = lambda a: torch.from_numpy(np.array(a)).to(model.device, model.dtype)  # noqa: E731
+            model.user_factors, model.item_factors = (
+                to(data["user_factors"]),
+                to(data["item_factors"]),
+            )
+            if params["use_bias"]:
+                model.user_bias, model.item_bias = to(data["user_bias"]), to(data["item_bias"])
+            model.global_bias = float(data["global_bias"])
+            model.history = json.loads(str(data["history"]))
+            model.user_ids = data["user_ids"] if "user_ids" in data.files else None
+            model.item_ids = data["item_ids"] if "item_ids" in data.files else None
+        return model

@@ -1,0 +1,89 @@
+"""The solver interface: given the fixed side and the rows to update, return their new vectors.
+
+One half-epoch of ALS is a `HalfProblem`: the fixed side's factor matrix F (with a column for the
+bias when biases are on), the all-pairs weight a, and for each row u to update its observed
+columns, values and regularization lambda_u. Every row's vector x_u solves
+
+    (a * G + F_u^T D_u F_u + lambda_u I) x_u = F_u^T h_u - a * F^T o,      G = F^T F,
+
+where D_u = diag(d_uj), h_uj = g_uj - d_uj * o_j, and o_j is the fixed score offset of column j
+(its bias plus the global mean). A solver implements `solve_chunk` for one padded batch of rows
+of similar length; the base class walks the degree buckets in memory-bounded chunks.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+from recsys.als.batching import Bucket
+from recsys.als.weightings.base import Weighting
+
+
+@dataclass
+class HalfProblem:
+    """Everything a solver needs for one half-epoch (rows of one side, the other side fixed)."""
+
+    fixed: torch.Tensor  # (n_fixed, k) the fixed side F
+    all_pairs_weight: float  # a
+    offsets: torch.Tensor | None  # (n_fixed,) fixed score offset o_j, or None when all zero
+    row_reg: torch.Tensor  # (n_rows,) lambda_u of every row
+    weighting: Weighting
+    buckets: list[Bucket]
+    empty_rows: torch.Tensor  # rows with no observed entries: they get zero vectors
+    n_rows: int
+    memory_budget_bytes: int
+
+    def __post_init__(self) -> None:
+        self.gram = self.fixed.T @ self.fixed
+        if self.offsets is None:
+            self.offset_rhs = torch.zeros_like(self.fixed[0])
+        else:
+            self.offset_rhs = self.all_pairs_weight * (self.fixed.T @ self.offsets)
+
+    @property
+    def rank(self) -> int:
+        return self.fixed.shape[1]
+
+    def entry_terms(self, chunk: Bucket) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-entry quadratic weights d and right-hand side weights h, zero in padding."""
+        d = self.weighting.observed_weight(chunk.values)
+        h = self.weighting.observed_target(chunk.values)
+        if self.offsets is not None:
+            h = h - d * self.offsets[chunk.cols]
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        return torch.where(chunk.mask, d, zero), torch.where(chunk.mask, h, zero)
+
+
+class Solver(abc.ABC):
+    """Updates every row of a `HalfProblem`; subclasses solve one padded chunk at a time."""
+
+    def solve(self, problem: HalfProblem, current: torch.Tensor) -> torch.Tensor:
+        """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start)."""
+        state = self.prepare(problem)
+        out = torch.zeros_like(current)
+        for bucket in problem.buckets:
+            max_rows = problem.memory_budget_bytes // max(1, self.bytes_per_row(problem, bucket))
+            for chunk in bucket.chunks(max_rows):
+                out[chunk.rows] = self.solve_chunk(problem, state, chunk, current[chunk.rows])
+        return self.finish(problem, state, out)
+
+    def prepare(self, problem: HalfProblem) -> object:
+        """Per-half-epoch work shared by all chunks (e.g. a factorisation of the Gram matrix)."""
+        return None
+
+    def finish(self, problem: HalfProblem, state: object, out: torch.Tensor) -> torch.Tensor:
+        """Map the solved chunks back to the output basis (identity by default)."""
+        return out
+
+    @abc.abstractmethod
+    def bytes_per_row(self, problem: HalfProblem, bucket: Bucket) -> int:
+        """Working memory one row of `bucket` needs, used to bound the chunk size."""
+
+    @abc.abstractmethod
+    def solve_chunk(
+        self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor
+    ) -> torch.Tensor:
+        """New vectors (B, k) for the rows of one chunk."""

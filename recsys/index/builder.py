@@ -1,0 +1,223 @@
+"""Build a Faiss index from item vectors: exact (Flat), IVF, HNSW, or any factory string.
+
+Scores in an ALS model are inner products, so the default metric is "ip" and an exact
+("flat") IP index returns exactly the model's top-k. "cosine" normalizes items (and later
+queries) and uses IP; "l2" is plain Euclidean distance. For "ip" the MIPS-to-L2 transform can
+be switched on per build; its default per index type comes from a measurement on an ALS-like
+synthetic catalog (see ``DEFAULT_MIPS_TO_L2`` and ``recsys.index.benchmark``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import faiss
+import numpy as np
+
+from recsys.index.item_index import KINDS, METRICS, ItemIndex, faiss_gpu_count
+from recsys.index.vectors import as_float32_matrix, mips_augment_items, normalize_rows
+
+logger = logging.getLogger(__name__)
+
+#: Whether metric "ip" uses the MIPS-to-L2 transform by default, per index type. Measured with
+#: ``scripts/benchmark_index.py --compare-mips`` on ALS-like synthetic catalogs (power-law item
+#: norms, low-rank structure): see ``recsys.index.benchmark`` and the retrieval report.
+DEFAULT_MIPS_TO_L2: dict[str, bool] = {"flat": False, "ivf": True, "hnsw": False, "factory": False}
+
+DEFAULT_HNSW_M = 32
+DEFAULT_EF_CONSTRUCTION = 200
+DEFAULT_EF_SEARCH = 128
+
+
+def default_nlist(n_items: int) -> int:
+    """IVF list count: about 4*sqrt(N), but with at least ~39 training points per list."""
+    return int(max(1, min(round(4 * math.sqrt(n_items)), n_items // 39)))
+
+
+def default_nprobe(nlist: int) -> int:
+    """A starting nprobe (about nlist / 32, at least 1); tune it with the benchmark."""
+    return int(max(1, min(nlist, round(nlist / 32))))
+
+
+def build_index(
+    item_vectors: Any,
+    kind: str = "flat",
+    metric: str = "ip",
+    *,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    hnsw_m: int = DEFAULT_HNSW_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    factory: str | None = None,
+    mips_to_l2: bool | None = None,
+    device: str = "cpu",
+    gpu_id: int = 0,
+    item_ids: Any = None,
+    vectors: str = "custom",
+    seed: int = 0,
+) -> ItemIndex:
+    """Build an :class:`ItemIndex` over ``item_vectors`` (n_items, d).
+
+    Args:
+        item_vectors: float matrix (numpy or torch), one row per internal item index; for an
+            ALS model use ``model.item_embeddings()`` (bias folded in) so that index scores are
+            model scores (or :func:`build_index_from_model`).
+        kind: "flat" (exact), "ivf" (IVF-Flat, trained on the vectors), "hnsw" (HNSW-Flat) or
+            "factory" (any Faiss index_factory string given as ``factory``).
+        metric: "ip" (default, ALS scores), "cosine" or "l2".
+        nlist, nprobe: IVF list count (default :func:`default_nlist`) and lists probed per query
+            (default :func:`default_nprobe`).
+        hnsw_m, ef_construction, ef_search: HNSW graph degree and build / search beam widths.
+        factory: Faiss factory string for kind="factory" (e.g. "IVF1024,SQ8", "HNSW32,Flat").
+        mips_to_l2: for metric "ip", index the augmented vectors with L2 (None = the measured
+            per-kind default in DEFAULT_MIPS_TO_L2).
+        device: "cpu", "gpu" (move Flat / IVF to the GPU when Faiss has one; HNSW stays on the
+            CPU, logged) or "auto" (GPU when available).
+        item_ids: external item ids (ints or strings) for the rows; default 0..n-1.
+        vectors: what was indexed, recorded for load-time checks: "embeddings" (model
+            item_embeddings), "factors" (item factors) or "custom".
+        seed: k-means seed for IVF training.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if device not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+    x = as_float32_matrix(item_vectors, "item vectors")
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"cannot build an index over an empty matrix of shape {x.shape}")
+    ids = _check_item_ids(item_ids, n)
+
+    if mips_to_l2 is None:
+        mips_to_l2 = metric == "ip" and DEFAULT_MIPS_TO_L2[kind]
+    elif mips_to_l2 and metric != "ip":
+        raise ValueError(f"mips_to_l2 applies to metric 'ip' only, not {metric!r}")
+
+    max_norm = None
+    if metric == "cosine":
+        xb = normalize_rows(x)
+        faiss_metric = faiss.METRIC_INNER_PRODUCT
+    elif metric == "ip" and mips_to_l2:
+        xb, max_norm = mips_augment_items(x)
+        faiss_metric = faiss.METRIC_L2
+    elif metric == "ip":
+        xb = x
+        faiss_metric = faiss.METRIC_INNER_PRODUCT
+    else:
+        xb = x
+        faiss_metric = faiss.METRIC_L2
+    dd = xb.shape[1]
+
+    params: dict[str, Any] = {}
+    if kind == "flat":
+        index = faiss.IndexFlat(dd, faiss_metric)
+    elif kind == "ivf":
+        nlist = default_nlist(n) if nlist is None else int(nlist)
+        if not 1 <= nlist <= n:
+            raise ValueError(f"nlist must be in [1, n_items={n}], got {nlist}")
+        nprobe = default_nprobe(nlist) if nprobe is None else int(nprobe)
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        # The factory gives an IndexIVFFlat that owns its quantizer (IndexFlatIP for IP).
+        index = faiss.index_factory(dd, f"IVF{nlist},Flat", faiss_metric)
+        faiss.extract_index_ivf(index).cp.seed = int(seed)
+        params.update(nlist=nlist, nprobe=min(nprobe, nlist))
+    elif kind == "hnsw":
+        if hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
+            raise ValueError(
+                f"need hnsw_m >= 2, ef_construction >= 1, ef_search >= 1; got {hnsw_m}, "
+                f"{ef_construction}, {ef_search}"
+            )
+        index = faiss.IndexHNSWFlat(dd, int(hnsw_m), faiss_metric)
+        index.hnsw.efConstruction = int(ef_construction)
+        index.hnsw.efSearch = int(ef_search)
+        params.update(M=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
+    else:
+        if not factory:
+            raise ValueError("kind='factory' needs a Faiss factory string, e.g. 'IVF1024,SQ8'")
+        try:
+            index = faiss.index_factory(dd, factory, faiss_metric)
+        except RuntimeError as err:
+            raise ValueError(f"Faiss cannot build factory string {factory!r}: {err}") from err
+        params["factory"] = factory
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.cp.seed = int(seed)
+            params["nlist"] = int(ivf.nlist)
+            if nprobe is not None:
+                params["nprobe"] = int(nprobe)
+        elif isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+            params["ef_search"] = int(ef_search)
+
+    if not index.is_trained:
+        logger.info("training %s index on %d vectors", kind, n)
+        index.train(xb)
+    index.add(xb)
+    item_index = ItemIndex(
+        index,
+        kind=kind,
+        metric=metric,
+        dim=d,
+        params=params,
+        mips_to_l2=bool(mips_to_l2),
+        max_norm=max_norm,
+        item_ids=ids,
+        vectors=vectors,
+    )
+    logger.info("built %r", item_index)
+    if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
+        item_index.to_gpu(gpu_id)
+    return item_index
+
+
+def model_item_vectors(model: Any, vectors: str = "embeddings") -> np.ndarray:
+    """The item vectors of a model: "embeddings" (scores, bias folded in) or "factors"."""
+    if vectors == "embeddings":
+        return as_float32_matrix(model.item_embeddings(), "model.item_embeddings()")
+    if vectors == "factors":
+        return as_float32_matrix(model.item_factors, "model.item_factors")
+    raise ValueError(f"vectors must be 'embeddings' or 'factors', got {vectors!r}")
+
+
+def build_index_from_model(
+    model: Any,
+    kind: str = "flat",
+    metric: str = "ip",
+    *,
+    vectors: str | None = None,
+    **kwargs: Any,
+) -> ItemIndex:
+    """Build an index from a fitted ALS model (thin adaptor over :func:`build_index`).
+
+    ``vectors`` defaults to "embeddings" (``model.item_embeddings()``, whose IP with
+    ``model.user_embeddings`` plus ``model.user_offsets`` is the model score) for metrics "ip"
+    and "l2", and to "factors" (``model.item_factors``, no bias) for "cosine", which is what
+    item-to-item similarity uses. Other keyword arguments go to :func:`build_index`.
+    """
+    if vectors is None:
+        vectors = "factors" if metric == "cosine" else "embeddings"
+    return build_index(model_item_vectors(model, vectors), kind, metric, vectors=vectors, **kwargs)
+
+
+def _check_item_ids(item_ids: Any, n: int) -> np.ndarray:
+    if item_ids is None:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(item_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"item_ids must be a 1-D array of {n} ids, got shape {ids.shape}")
+    if ids.dtype.kind in "iu":
+        ids = ids.astype(np.int64)
+    elif ids.dtype.kind in "UO":
+        if not all(isinstance(v, str) for v in ids.tolist()):
+            raise ValueError("item_ids must be all integers or all strings")
+        ids = ids.astype(str)
+    else:
+        raise ValueError(f"item_ids must be integers or strings, got dtype {ids.dtype}")
+    if len(np.unique(ids)) != n:
+        raise ValueError("item_ids contain duplicates; each row needs its own external id")
+    return ids

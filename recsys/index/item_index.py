@@ -1,0 +1,450 @@
+"""ItemIndex: a Faiss index over item vectors plus what is needed to query it correctly.
+
+A raw Faiss index does not remember whether its items were normalized (cosine), augmented with
+an extra dimension (MIPS-to-L2), which external item ids its rows stand for, or how to pass
+search-time parameters and ID selectors to it. ItemIndex keeps all of that together so that
+queries are always transformed the same way the items were, and every search returns scores
+on one convention: higher is better (inner product, cosine similarity, or minus the squared L2
+distance).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faiss
+import numpy as np
+
+from recsys.index.errors import IndexMismatchError
+from recsys.index.vectors import (
+    as_float32_matrix,
+    mips_augment_queries,
+    mips_l2_to_ip,
+    normalize_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("ip", "cosine", "l2")
+KINDS = ("flat", "ivf", "hnsw", "factory")
+#: Largest k (and nprobe) Faiss GPU indexes accept.
+GPU_MAX_K = 2048
+
+
+def faiss_gpu_count() -> int:
+    """Number of GPUs Faiss can use (0 with faiss-cpu or without a device)."""
+    if not hasattr(faiss, "index_cpu_to_gpu"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # pragma: no cover - broken driver set-ups
+        return 0
+
+
+def _is_hnsw(index: faiss.Index) -> bool:
+    return isinstance(faiss.downcast_index(index), faiss.IndexHNSW)
+
+
+def _ivf_of(index: faiss.Index) -> Any:
+    """The IndexIVF inside ``index`` (CPU), or None."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError):
+        return None
+
+
+class ItemIndex:
+    """A built (or loaded) Faiss index over one catalog's item vectors.
+
+    Rows of the Faiss index are internal item indices 0..n_items-1; ``item_ids[i]`` is the
+    external id of row i. Build one with :func:`recsys.index.build_index`, or load one with
+    :func:`recsys.index.load_index`.
+
+    Attributes:
+        kind: "flat", "ivf", "hnsw" or "factory".
+        metric: "ip", "cosine" or "l2" (what the caller asked for, before any transform).
+        dim: dimension of the item vectors and of the queries given to :meth:`search`.
+        params: build and search parameters (nlist, nprobe, M, ef_construction, ef_search,
+            factory), recorded in the saved sidecar.
+        mips_to_l2: whether items carry the extra MIPS-to-L2 dimension (metric "ip" only).
+        max_norm: the largest item norm M used by that transform.
+        item_ids: external item ids, one per row.
+        vectors: which vectors were indexed ("embeddings", "factors" or "custom"); used to
+            check a loaded index against a model.
+        device: "cpu" or "gpu".
+    """
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        *,
+        kind: str,
+        metric: str,
+        dim: int,
+        params: dict[str, Any] | None = None,
+        mips_to_l2: bool = False,
+        max_norm: float | None = None,
+        item_ids: np.ndarray | None = None,
+        vectors: str = "custom",
+        model_sha256: str | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if mips_to_l2 and metric != "ip":
+            raise ValueError("the MIPS-to-L2 transform only applies to metric 'ip'")
+        if mips_to_l2 and max_norm is None:
+            raise ValueError("mips_to_l2=True needs the max_norm the items were augmented with")
+        expected_d = dim + 1 if mips_to_l2 else dim
+        if index.d != expected_d:
+            raise IndexMismatchError(
+                f"Faiss index has dimension {index.d} but {expected_d} was expected "
+                f"(dim={dim}, mips_to_l2={mips_to_l2})"
+            )
+        self.index = index
+        self.kind = kind
+        self.metric = metric
+        self.dim = int(dim)
+        self.params: dict[str, Any] = dict(params or {})
+        self.mips_to_l2 = bool(mips_to_l2)
+        self.max_norm = None if max_norm is None else float(max_norm)
+        n = int(index.ntotal)
+        self.item_ids = np.arange(n, dtype=np.int64) if item_ids is None else np.asarray(item_ids)
+        if len(self.item_ids) != n:
+            raise IndexMismatchError(
+                f"item_ids has {len(self.item_ids)} entries but the index holds {n} items"
+            )
+        self.vectors = vectors
+        self.model_sha256 = model_sha256
+        self.device = "cpu"
+        self._gpu_resources: Any = None
+        self._selector_support: bool | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_items(self) -> int:
+        """Number of items (rows) in the index."""
+        return int(self.index.ntotal)
+
+    @property
+    def exact(self) -> bool:
+        """True when search is exhaustive (a Flat index): results are the exact top-k."""
+        return self.kind == "flat"
+
+    @property
+    def max_k(self) -> int:
+        """Largest k one search may ask for (GPU indexes cap it at 2048)."""
+        return min(self.n_items, GPU_MAX_K) if self.device == "gpu" else self.n_items
+
+    @property
+    def supports_selectors(self) -> bool:
+        """Whether searches honour Faiss ID selectors (pre-filtering inside the index).
+
+        GPU indexes silently ignore selectors, so they report False; Flat, IVF and HNSW on the
+        CPU support them. Factory indexes are probed once with a real filtered search.
+        """
+        if self.device == "gpu":
+            return False
+        if self._selector_support is None:
+            if self.kind in ("flat", "ivf", "hnsw"):
+                self._selector_support = True
+            else:
+                self._selector_support = self._probe_selector_support()
+        return self._selector_support
+
+    def __repr__(self) -> str:
+        extra = ", mips_to_l2" if self.mips_to_l2 else ""
+        return (
+            f"ItemIndex(kind={self.kind!r}, metric={self.metric!r}, dim={self.dim}, "
+            f"n_items={self.n_items}, params={self.params}, device={self.device!r}{extra})"
+        )
+
+    # ------------------------------------------------------------------ search
+    def prepare_queries(self, queries: Any) -> np.ndarray:
+        """Apply the query side of the metric transform (normalize / zero-augment)."""
+        q = as_float32_matrix(queries, "queries")
+        if q.shape[1] != self.dim:
+            raise IndexMismatchError(
+                f"queries have dimension {q.shape[1]} but the index was built for {self.dim}; "
+                "use the same model for queries and for building the index"
+            )
+        if self.metric == "cosine":
+            q = normalize_rows(q)
+        elif self.mips_to_l2:
+            q = mips_augment_queries(q)
+        return q
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per query: (ids int64 (n, k), scores float32 (n, k)), best first.
+
+        Args:
+            queries: (n, dim) query vectors (user embeddings, or item vectors for similar
+                items); transformed like the items were.
+            k: results per query, 1 <= k <= max_k.
+            allowed: optional boolean mask over items; only items with True are returned.
+                Applied inside Faiss with an IDSelectorBitmap where the index supports
+                selectors, and always re-checked afterwards (GPU indexes ignore selectors).
+            nprobe / ef_search: per-call overrides of the IVF / HNSW search parameters.
+
+        Returns ids (internal item indices) and scores where higher is better: the inner
+        product (metric "ip", also through the MIPS-to-L2 transform), the cosine similarity
+        ("cosine") or minus the squared L2 distance ("l2"). Where fewer than k allowed items
+        were found (an approximate index with a restrictive filter, or a GPU index whose
+        unfiltered top-k held disallowed items) rows are padded at the end with id -1 and score
+        -inf; callers that need exactly k fetch more (see CandidateGenerator).
+        """
+        k = int(k)
+        if k < 1 or k > self.max_k:
+            raise ValueError(f"k must be in [1, {self.max_k}] for this index, got {k}")
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)
+            if allowed.shape != (self.n_items,):
+                raise ValueError(
+                    f"allowed must be a boolean mask of shape ({self.n_items},), "
+                    f"got {allowed.shape}"
+                )
+            if allowed.all():
+                allowed = None
+        q = self.prepare_queries(queries)
+        if q.shape[0] == 0:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        use_selector = allowed is not None and self.supports_selectors
+        distances, ids = self._faiss_search(
+            q, k, allowed if use_selector else None, nprobe=nprobe, ef_search=ef_search
+        )
+        scores = self._to_scores(distances, q)
+        invalid = ids < 0
+        if allowed is not None:
+            invalid |= ~allowed[np.where(invalid, 0, ids)]
+        if invalid.any():
+            ids, scores = _compact(ids, scores, invalid)
+        return ids, scores
+
+    def _to_scores(self, distances: np.ndarray, q: np.ndarray) -> np.ndarray:
+        if self.mips_to_l2:
+            assert self.max_norm is not None
+            scores = mips_l2_to_ip(distances, q[:, :-1], self.max_norm)
+        elif self.metric == "l2":
+            scores = -distances
+        else:
+            scores = distances
+        return np.ascontiguousarray(scores, dtype=np.float32)
+
+    def _search_params(
+        self, k: int, selector: Any, nprobe: int | None, ef_search: int | None
+    ) -> Any:
+        """SearchParameters for one CPU search, or None when nothing needs passing."""
+        nprobe = nprobe if nprobe is not None else self.params.get("nprobe")
+        ef = ef_search if ef_search is not None else self.params.get("ef_search")
+        base = faiss.downcast_index(self.index)
+        if self.kind == "ivf" or (self.kind == "factory" and isinstance(base, faiss.IndexIVF)):
+            kwargs: dict[str, Any] = {}
+            if nprobe is not None:
+                kwargs["nprobe"] = int(min(max(1, nprobe), base.nlist))
+            if selector is not None:
+                kwargs["sel"] = selector
+            return faiss.SearchParametersIVF(**kwargs) if kwargs else None
+        if self.kind == "hnsw" or (self.kind == "factory" and isinstance(base, faiss.IndexHNSW)):
+            kwargs = {}
+            if ef is not None:
+                kwargs["efSearch"] = int(max(ef, k))
+            if selector is not None:
+                kwargs["sel"] = selector
+            return faiss.SearchParametersHNSW(**kwargs) if kwargs else None
+        if selector is not None:
+            return faiss.SearchParameters(sel=selector)
+        return None
+
+    def _faiss_search(
+        self,
+        q: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        *,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.device == "gpu":
+            # GPU indexes take no SearchParameters (and ignore selectors): set nprobe directly.
+            probe = nprobe if nprobe is not None else self.params.get("nprobe")
+            if probe is not None and hasattr(self.index, "nprobe"):
+                self.index.nprobe = int(min(max(1, probe), GPU_MAX_K))
+            return self.index.search(q, k)
+        bitmap = None
+        selector = None
+        if allowed is not None:
+            # The selector reads this buffer during search: keep it alive until search returns.
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.n_items, faiss.swig_ptr(bitmap))
+        params = self._search_params(k, selector, nprobe, ef_search)
+        if params is None:
+            distances, ids = self.index.search(q, k)
+        else:
+            distances, ids = self.index.search(q, k, params=params)
+        del bitmap, selector, params
+        return distances, ids
+
+    def _probe_selector_support(self) -> bool:
+        """Check with a real search that this (factory) index honours an ID selector."""
+        n = self.n_items
+        if n < 2:
+            return False
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((1, self.index.d)).astype(np.float32)
+        try:
+            _, ids = self._faiss_search(q, 1, None, nprobe=None, ef_search=None)
+            top = int(ids[0, 0])
+            if top < 0:
+                return False
+            mask = np.ones(n, dtype=bool)
+            mask[top] = False
+            _, ids2 = self._faiss_search(q, min(n, 4), mask, nprobe=None, ef_search=None)
+        except RuntimeError as err:
+            logger.info("index %s does not support ID selectors (%s); post-filtering", self, err)
+            return False
+        ok = top not in ids2[0].tolist()
+        if not ok:
+            logger.info("index %s ignores ID selectors; filtering after the search", self)
+        return ok
+
+    # ------------------------------------------------------------------ parameters / devices
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the default nprobe (IVF) / efSearch (HNSW) used by later searches."""
+        if nprobe is not None:
+            if nprobe < 1:
+                raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+            self.params["nprobe"] = int(nprobe)
+        if ef_search is not None:
+            if ef_search < 1:
+                raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+            self.params["ef_search"] = int(ef_search)
+
+    def to_gpu(self, gpu_id: int = 0) -> ItemIndex:
+        """Move a Flat or IVF index to the GPU when Faiss has one (in place; returns self).
+
+        HNSW has no GPU implementation in Faiss and stays on the CPU (logged); without a GPU
+        build or device the index stays on the CPU with a warning. GPU indexes ignore ID
+        selectors, so filtered searches there over-fetch and post-filter.
+        """
+        if self.device == "gpu":
+            return self
+        if self.kind == "hnsw" or _is_hnsw(self.index):
+            logger.info(
+                "HNSW indexes have no GPU implementation in Faiss: keeping the %s index on CPU",
+                self.kind,
+            )
+            return self
+        if faiss_gpu_count() == 0:
+            logger.warning(
+                "GPU index requested but Faiss sees no GPU (faiss-cpu build or no device): "
+                "keeping the %s index on CPU",
+                self.kind,
+            )
+            return self
+        res = faiss.StandardGpuResources()
+        try:
+            gpu_index = faiss.index_cpu_to_gpu(res, int(gpu_id), self.index)
+        except RuntimeError as err:
+            logger.warning(
+                "could not move the %s index to GPU %d (%s): staying on CPU", self.kind, gpu_id, err
+            )
+            return self
+        self.index = gpu_index
+        self._gpu_resources = res
+        self.device = "gpu"
+        logger.info("moved the %s index (%d items) to GPU %d", self.kind, self.n_items, gpu_id)
+        return self
+
+    def to_cpu(self) -> ItemIndex:
+        """Bring a GPU index back to the CPU (in place; returns self)."""
+        if self.device == "gpu":
+            self.index = faiss.index_gpu_to_cpu(self.index)
+            self._gpu_resources = None
+            self.device = "cpu"
+        return self
+
+    def cpu_index(self) -> faiss.Index:
+        """A CPU Faiss index with the same content (the index itself when already on CPU)."""
+        return faiss.index_gpu_to_cpu(self.index) if self.device == "gpu" else self.index
+
+    # ------------------------------------------------------------------ compatibility
+    def check_compatible(
+        self,
+        *,
+        dim: int | None = None,
+        n_items: int | None = None,
+        metric: str | None = None,
+        item_ids: Any = None,
+        what: str = "the model",
+    ) -> None:
+        """Raise IndexMismatchError when this index does not fit the given model facts."""
+        problems = []
+        if dim is not None and int(dim) != self.dim:
+            problems.append(f"dimension: index {self.dim}, {what} {int(dim)}")
+        if metric is not None and metric != self.metric:
+            problems.append(f"metric: index {self.metric!r}, requested {metric!r}")
+        if n_items is not None and int(n_items) != self.n_items:
+            problems.append(f"number of items: index {self.n_items}, {what} {int(n_items)}")
+        if item_ids is not None:
+            msg = describe_id_mismatch(self.item_ids, np.asarray(item_ids))
+            if msg:
+                problems.append(f"item ids: {msg}")
+        if problems:
+            raise IndexMismatchError(
+                f"the index does not match {what}: "
+                + "; ".join(problems)
+                + ". Rebuild the index from this model (recsys.index.build_index or "
+                "scripts/export_index.py)"
+            )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Any, *, model_path: Any = None) -> None:
+        """Write ``path`` (.faiss) and its JSON sidecar atomically; see recsys.index.save_index."""
+        from recsys.index.store import save_index
+
+        save_index(self, path, model_path=model_path)
+
+
+def describe_id_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str | None:
+    """A human-readable description of how two item id maps differ, or None if equal."""
+    if len(ours) != len(theirs):
+        return f"index has {len(ours)} ids, given map has {len(theirs)}"
+    if len(ours) == 0:
+        return None
+    kinds = {ours.dtype.kind in "iu", theirs.dtype.kind in "iu"}
+    if len(kinds) == 2:
+        return (
+            f"index ids are {'integers' if ours.dtype.kind in 'iu' else 'strings'} but the "
+            f"given ids are {'integers' if theirs.dtype.kind in 'iu' else 'strings'}"
+        )
+    diff = np.flatnonzero(ours != theirs)
+    if diff.size == 0:
+        return None
+    i = int(diff[0])
+    return (
+        f"{diff.size} positions differ (first at row {i}: index {ours[i]!r}, given "
+        f"{theirs[i]!r}); the catalog changed or is ordered differently"
+    )
+
+
+def _compact(
+    ids: np.ndarray, scores: np.ndarray, invalid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move the valid entries of each row to the front (keeping order); pad with -1 / -inf."""
+    order = np.argsort(invalid, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    inv = np.take_along_axis(invalid, order, axis=1)
+    ids[inv] = -1
+    scores[inv] = -np.inf
+    return ids, scores

@@ -339,7 +339,9 @@ class TrainConfig:
     """The whole training job (``conf/config.yaml``).
 
     ``run_dir`` names an existing run folder to continue (implies ``resume``); ``resume=true``
-    alone continues the newest unfinished run under ``outputs/``.
+    alone continues the newest unfinished run under ``outputs/``. ``save_train`` keeps the
+    training interactions (``train.npz``: seen items, id maps, titles) for
+    ``scripts/recommend.py``.
     """
 
     als: ALSConfig = field(default_factory=ALSConfig)
@@ -353,6 +355,7 @@ class TrainConfig:
     resume: bool = False
     run_dir: str | None = None
     progress: bool = True
+    save_train: bool = True
 
     def __post_init__(self) -> None:
         if _deferred(self.als.seed):  # built in Python with II defaults: nothing to cross-check

@@ -77,6 +77,8 @@ class Tracker:
         projector: write embeddings in :meth:`log_projector`.
         projector_max_items: at most this many items go into the projector.
         hparams: write the hparams session in :meth:`log_hparams`.
+        purge_step: when a resumed run restarts at this step, TensorBoard hides the events
+            at or after it that the interrupted run wrote (see ``SummaryWriter``).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Tracker:
         projector: bool = True,
         projector_max_items: int = 2000,
         hparams: bool = True,
+        purge_step: int | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.enabled = enabled
@@ -100,7 +103,9 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=30)
+            self._writer = SummaryWriter(
+                log_dir=str(self.log_dir), flush_secs=30, purge_step=purge_step
+            )
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> Tracker:

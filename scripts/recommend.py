@@ -1,0 +1,171 @@
+"""Top-N recommendations and similar items from a finished training run.
+
+    python scripts/recommend.py run_dir=outputs/<date>/<time> user=42
+    python scripts/recommend.py run_dir=outputs/<date>/<time> user=1,2,3 k=20
+    python scripts/recommend.py run_dir=outputs/<date>/<time> item=50          # an item id
+    python scripts/recommend.py run_dir=outputs/<date>/<time> item="star wars" # a title substring
+
+Users and items are given by their external ids (the ids of the dataset's files). Candidates
+come through the run's saved Faiss index (``items.faiss``) with each user's training items
+excluded; similar items are the nearest items by cosine over the item factors. Options:
+``k`` (default 10), ``exclude_seen`` (default true), ``format=json`` for machine-readable output.
+Errors (unknown user, missing run folder, ...) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.pipeline import INDEX_FILE, MODEL_FILE, SavedRun, load_run, parse_key_values
+
+KEYS = ("run_dir", "user", "item", "k", "exclude_seen", "format", "device")
+
+
+def _external(ids: np.ndarray, value: str) -> Any:
+    """`value` typed like the dataset's external ids (int64 or str)."""
+    if ids.dtype.kind in "iu":
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return value
+
+
+def _title(run: SavedRun, item: int) -> str:
+    titles = run.train.item_titles if run.train is not None else None
+    return "" if titles is None else str(titles[item])
+
+
+def _generator(run: SavedRun) -> Any:
+    from recsys.index import load_index
+    from recsys.retrieval import CandidateGenerator
+
+    index = load_index(run.folder / INDEX_FILE, model=run.model, model_path=run.folder / MODEL_FILE)
+    seen = run.train.matrix if run.train is not None else None
+    similar = index if index.metric == "cosine" and index.vectors == "factors" else None
+    return CandidateGenerator(run.model, index, seen=seen, similar_index=similar)
+
+
+def _require_train(run: SavedRun) -> Any:
+    if run.train is None:
+        raise ValueError(
+            f"{run.folder} has no train.npz (trained with save_train=false): the id maps and "
+            "seen items are unknown; retrain with save_train=true"
+        )
+    return run.train
+
+
+def recommend_users(
+    run: SavedRun, users: Sequence[str], k: int = 10, exclude_seen: bool = True
+) -> list[dict[str, Any]]:
+    """Top-`k` items for each external user id: ``[{"user", "items": [{"item", "title",
+    "score"}]}]``."""
+    train = _require_train(run)
+    typed = [_external(train.user_ids, u) for u in users]
+    if any(t is None for t in typed):
+        bad = [u for u, t in zip(users, typed, strict=True) if t is None]
+        raise KeyError(f"unknown user id(s) {bad}: this dataset's user ids are integers")
+    internal = train.user_index(np.asarray(typed))
+    ids, scores = _generator(run).candidates(internal, k=k, exclude_seen=exclude_seen)
+    out = []
+    for user, row_ids, row_scores in zip(users, ids, scores, strict=True):
+        items = [
+            {"item": train.item_ids[i].item(), "title": _title(run, i), "score": float(s)}
+            for i, s in zip(row_ids, row_scores, strict=True)
+            if i >= 0
+        ]
+        out.append({"user": user, "items": items})
+    return out
+
+
+def find_item(run: SavedRun, query: str) -> tuple[int, int]:
+    """Internal index of the item `query` names (external id, else title substring) and the
+    number of items that matched."""
+    train = _require_train(run)
+    typed = _external(train.item_ids, query)
+    if typed is not None:
+        hit = np.flatnonzero(train.item_ids == typed)
+        if hit.size:
+            return int(hit[0]), 1
+    titles = train.item_titles
+    if titles is None:
+        raise KeyError(f"no item with id {query!r} (this dataset has no titles to search)")
+    lowered = np.char.lower(titles.astype(str))
+    matches = np.flatnonzero(np.char.find(lowered, query.lower()) >= 0)
+    if matches.size == 0:
+        raise KeyError(f"no item with id {query!r} and no title containing {query!r}")
+    popularity = np.diff(train.matrix.tocsc().indptr)
+    best = matches[np.argmax(popularity[matches])]
+    return int(best), int(matches.size)
+
+
+def similar_items(run: SavedRun, query: str, k: int = 10) -> dict[str, Any]:
+    """The `k` items most similar to the item `query` names (cosine over item factors)."""
+    train = _require_train(run)
+    item, n_matches = find_item(run, query)
+    ids, scores = _generator(run).similar_items([item], k=k)
+    return {
+        "item": train.item_ids[item].item(),
+        "title": _title(run, item),
+        "matches": n_matches,
+        "items": [
+            {"item": train.item_ids[i].item(), "title": _title(run, i), "score": float(s)}
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0
+        ],
+    }
+
+
+def _print_items(items: list[dict[str, Any]]) -> None:
+    width = max([len(str(it["item"])) for it in items] + [4])
+    for rank, it in enumerate(items, 1):
+        title = f"  {it['title']}" if it["title"] else ""
+        print(f"  {rank:>3}. {it['item']!s:<{width}}  {it['score']:>9.4f}{title}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_key_values(argv, KEYS)
+        if "run_dir" not in args or ("user" not in args and "item" not in args):
+            raise ValueError(
+                "usage: recommend.py run_dir=<run folder> user=<id>[,<id>...] | item=<id or title>"
+            )
+        k = int(args.get("k", ["10"])[-1])
+        if k < 1:
+            raise ValueError(f"k={k}: must be an integer >= 1")
+        exclude = args.get("exclude_seen", ["true"])[-1].lower() not in ("false", "0", "no")
+        as_json = args.get("format", ["text"])[-1] == "json"
+        run = load_run(Path(args["run_dir"][-1]), device=args.get("device", ["cpu"])[-1])
+        result: dict[str, Any] = {}
+        if "user" in args:
+            result["users"] = recommend_users(run, args["user"], k=k, exclude_seen=exclude)
+        if "item" in args:
+            result["similar"] = [similar_items(run, q, k=k) for q in args["item"]]
+    except (KeyError, ValueError, FileNotFoundError, LookupError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for rec in result.get("users", []):
+        seen = "seen items excluded" if exclude else "seen items included"
+        print(f"user {rec['user']}: top {len(rec['items'])} ({seen})")
+        _print_items(rec["items"])
+    for sim in result.get("similar", []):
+        title = f" {sim['title']!r}" if sim["title"] else ""
+        note = f" (best of {sim['matches']} title matches)" if sim["matches"] > 1 else ""
+        print(f"items similar to {sim['item']}{title}{note}:")
+        _print_items(sim["items"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,12 @@ Callback = Callable[[int, float, float, "ALS"], Any]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+_DIVERGENCE_HINT = (
+    "Likely causes: regularization too small for the data (try a larger value), alpha too "
+    "large, extreme initial values, or float32 overflow (try dtype='float64')."
+)
+
+
 class DivergenceError(FloatingPointError):
     """Training produced NaN or infinite factors or loss."""
 
@@ -232,8 +238,13 @@ class ALS:
         )
         for epoch in range(len(self.history), self.params["iterations"]):
             start = time.perf_counter()
-            self._update_users(users)
-            self._update_items(items)
+            try:
+                self._update_users(users)
+                self._update_items(items)
+            except (torch.linalg.LinAlgError, FloatingPointError) as err:
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
+                ) from err
             self._synchronize()
             seconds = time.perf_counter() - start
             loss = self._loss(entries, users["reg"], items["reg"])
@@ -342,8 +353,7 @@ class ALS:
         if not finite:
             raise DivergenceError(
                 f"training diverged at epoch {epoch + 1}: NaN or infinite factors or loss. "
-                "Likely causes: regularization too small for the data (try a larger value), "
-                "alpha too large, or float32 overflow (try dtype='float64')."
+                + _DIVERGENCE_HINT
             )
 
     def _synchronize(self) -> None:

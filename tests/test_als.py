@@ -1,0 +1,360 @@
+"""ALS core: exactness against dense float64 references, loss, biases, fold-in, persistence."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.als import ALS, SOLVERS, WEIGHTINGS, DivergenceError
+from recsys.als.batching import build_buckets
+
+
+def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < density) * rng.integers(1, 6, (n_users, n_items))
+    dense[empty_user] = 0
+    return dense.astype(np.float64)
+
+
+def reference_user_update(model: ALS, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve each user's normal equations densely in float64 from the model's item side."""
+    y = model.item_factors.double().cpu().numpy()
+    n_items, f = y.shape
+    use_bias = model.item_bias is not None
+    item_bias = model.item_bias.double().cpu().numpy() if use_bias else np.zeros(n_items)
+    offsets = item_bias + model.global_bias
+    fixed = np.hstack([y, np.ones((n_items, 1))]) if use_bias else y
+    lam, lam_b = model.params["regularization"], model.params["bias_regularization"]
+    reg_diag = np.r_[np.full(f, lam), [lam_b]] if use_bias else np.full(f, lam)
+    a = model.weighting.all_pairs_weight
+    xs, bs = np.zeros((dense.shape[0], f)), np.zeros(dense.shape[0])
+    for u, row in enumerate(dense):
+        cols = np.flatnonzero(row)
+        if cols.size == 0:
+            continue
+        values = torch.tensor(row[cols])
+        d = model.weighting.observed_weight(values).numpy()
+        g = model.weighting.observed_target(values).numpy()
+        scale = (cols.size + a * n_items) ** model.reg_exponent
+        fu = fixed[cols]
+        lhs = a * fixed.T @ fixed + fu.T @ (d[:, None] * fu) + scale * np.diag(reg_diag)
+        rhs = fu.T @ (g - d * offsets[cols]) - a * fixed.T @ offsets
+        z = np.linalg.solve(lhs, rhs)
+        xs[u] = z[:f]
+        bs[u] = z[f] if use_bias else 0.0
+    return xs, bs
+
+
+def dense_objective(model: ALS, dense: np.ndarray) -> float:
+    """The weighted squared error plus regularization, summed over every (user, item) pair."""
+    x = model.user_factors.double().numpy()
+    y = model.item_factors.double().numpy()
+    s = x @ y.T + model.global_bias
+    if model.user_bias is not None:
+        s += model.user_bias.double().numpy()[:, None] + model.item_bias.double().numpy()[None, :]
+    observed = dense != 0
+    v = torch.tensor(dense[observed])
+    w = model.weighting
+    a = w.all_pairs_weight
+    d, g, e = (fn(v).numpy() for fn in (w.observed_weight, w.observed_target, w.observed_constant))
+    so = s[observed]
+    loss = float((d * so**2 - 2 * g * so + e).sum()) + a * float((s**2).sum())
+    lam, lam_b = model.params["regularization"], model.params["bias_regularization"]
+    nu = model.reg_exponent
+    for factors, bias, counts, n_other in (
+        (x, model.user_bias, observed.sum(1), dense.shape[1]),
+        (y, model.item_bias, observed.sum(0), dense.shape[0]),
+    ):
+        scale = (counts + a * n_other) ** nu
+        loss += lam * float((scale * (factors**2).sum(1)).sum())
+        if bias is not None:
+            loss += lam_b * float((scale * bias.double().numpy() ** 2).sum())
+    return loss
+
+
+CASES = [
+    (weighting, use_bias, n_factors)
+    for weighting in ("hkv", "ials", "explicit")
+    for use_bias in (False, True)
+    for n_factors in (6, 24)  # 6: mostly the direct path; 24: mostly Woodbury (n < f)
+]
+
+
+@pytest.mark.parametrize(("weighting", "use_bias", "n_factors"), CASES)
+def test_cholesky_user_update_matches_float64_reference(weighting, use_bias, n_factors):
+    dense = random_matrix()
+    model = ALS(
+        n_factors=n_factors,
+        regularization=0.1,
+        bias_regularization=0.05,
+        weighting=weighting,
+        alpha=2.0,
+        alpha0=0.1,
+        use_bias=use_bias,
+        iterations=2,
+        device="cpu",
+    ).fit(sp.csr_matrix(dense))
+    xs, bs = reference_user_update(model, dense)
+    factors, bias = model.fold_in_factors(sp.csr_matrix(dense))
+    assert np.abs(factors.double().numpy() - xs).max() / np.abs(xs).max() < 1e-5
+    if use_bias:
+        assert np.abs(bias.double().numpy() - bs).max() / np.abs(bs).max() < 1e-5
+
+
+@pytest.mark.parametrize("weighting", ["hkv", "ials", "explicit"])
+def test_cg_converges_to_the_exact_solution(weighting):
+    dense = random_matrix(seed=1)
+    exact = ALS(n_factors=12, regularization=0.1, weighting=weighting, iterations=2, device="cpu")
+    exact.fit(sp.csr_matrix(dense))
+    cg = ALS(n_factors=12, regularization=0.1, weighting=weighting, solver="cg", cg_steps=40)
+    cg.user_factors, cg.item_factors = exact.user_factors.clone(), exact.item_factors.clone()
+    cg.user_bias, cg.item_bias = exact.user_bias.clone(), exact.item_bias.clone()
+    cg.global_bias = exact.global_bias
+    xs, _ = reference_user_update(exact, dense)
+    users = cg._structure(sp.csr_matrix(dense))
+    cg._update_users(users)
+    assert np.abs(cg.user_factors.double().numpy() - xs).max() / np.abs(xs).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("weighting", "use_bias"), [("hkv", True), ("ials", False), ("explicit", True)]
+)
+def test_loss_is_exact_and_decreases_monotonically(weighting, use_bias):
+    dense = random_matrix(seed=2)
+    model = ALS(
+        n_factors=8, regularization=0.05, weighting=weighting, use_bias=use_bias, iterations=8
+    )
+    model.fit(sp.csr_matrix(dense))
+    losses = [h["loss"] for h in model.history]
+    assert len(losses) == 8
+    assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(losses))
+    assert losses[-1] < losses[0]
+    assert model.history[-1]["loss"] == pytest.approx(dense_objective(model, dense), rel=1e-5)
+    parts = model.history[-1]
+    total = parts["observed"] + parts["unobserved"] + parts["regularization"]
+    assert parts["loss"] == pytest.approx(total)
+
+
+def test_biases_recover_planted_offsets():
+    rng = np.random.default_rng(3)
+    n_users, n_items = 300, 200
+    user_offset = rng.normal(0, 1.0, n_users)
+    item_offset = rng.normal(0, 1.0, n_items)
+    mask = rng.random((n_users, n_items)) < 0.2
+    ratings = 3.0 + user_offset[:, None] + item_offset[None, :] + rng.normal(0, 0.1, mask.shape)
+    matrix = sp.csr_matrix(np.where(mask, ratings, 0.0))
+    model = ALS(
+        n_factors=2, regularization=0.01, weighting="explicit", use_bias=True, iterations=10
+    ).fit(matrix)
+    learned_users = model.user_bias.numpy() + model.global_bias - 3.0
+    assert np.corrcoef(learned_users, user_offset)[0, 1] > 0.98
+    assert np.corrcoef(model.item_bias.numpy(), item_offset)[0, 1] > 0.98
+    assert model.global_bias == pytest.approx(ratings[mask].mean())
+    rmse = np.sqrt(np.mean((model.predict(*np.nonzero(mask)) - ratings[mask]) ** 2))
+    assert rmse < 0.15
+
+
+def test_fold_in_of_a_training_user_reproduces_its_vector():
+    dense = random_matrix(seed=4)
+    model = ALS(n_factors=10, regularization=0.1, weighting="hkv", alpha=3.0, iterations=3)
+    model.fit(sp.csr_matrix(dense))
+    # one more user half-step makes the stored user vectors the exact solution for the item side
+    model._update_users(model._structure(sp.csr_matrix(dense)))
+    rows = sp.csr_matrix(dense[[5, 7, 11]])
+    factors, bias = model.fold_in_factors(rows)
+    assert torch.allclose(factors, model.user_factors[[5, 7, 11]], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(bias, model.user_bias[[5, 7, 11]], rtol=1e-5, atol=1e-6)
+    embeddings = model.fold_in(rows)
+    np.testing.assert_allclose(embeddings, model.user_embeddings([5, 7, 11]), rtol=1e-5, atol=1e-6)
+
+
+def test_partial_fit_users_updates_and_adds_users():
+    dense = random_matrix(seed=5)
+    model = ALS(n_factors=6, regularization=0.1, iterations=2).fit(sp.csr_matrix(dense))
+    n = model.n_users
+    new_row = sp.csr_matrix(dense[[2]])
+    model.partial_fit_users([n + 1], new_row)
+    assert model.n_users == n + 2
+    assert torch.count_nonzero(model.user_factors[n]) == 0  # the gap is a zero row
+    factors, _ = model.fold_in_factors(new_row)
+    assert torch.allclose(model.user_factors[n + 1], factors[0])
+    # the items' side: re-solving item 0 from its column equals a full item half-step
+    grown = sp.vstack([sp.csr_matrix(dense), sp.csr_matrix((1, dense.shape[1])), new_row]).tocsr()
+    model.partial_fit_items([0], grown[:, [0]].T.tocsr())
+    expected = model.item_factors.clone()
+    model._update_items(model._structure(grown.T.tocsr()))
+    assert torch.allclose(expected[0], model.item_factors[0], rtol=1e-5, atol=1e-6)
+
+
+def test_empty_rows_get_zero_vectors():
+    dense = random_matrix(empty_user=3)
+    dense[:, 7] = 0
+    model = ALS(n_factors=5, regularization=0.1, iterations=2).fit(sp.csr_matrix(dense))
+    assert torch.count_nonzero(model.user_factors[3]) == 0
+    assert torch.count_nonzero(model.item_factors[7]) == 0
+    assert float(model.user_bias[3]) == 0.0
+
+
+def test_same_seed_same_factors_and_different_seed_differs():
+    matrix = sp.csr_matrix(random_matrix(seed=6))
+    a = ALS(n_factors=6, iterations=2, seed=11).fit(matrix)
+    b = ALS(n_factors=6, iterations=2, seed=11).fit(matrix)
+    c = ALS(n_factors=6, iterations=2, seed=12).fit(matrix)
+    assert torch.equal(a.user_factors, b.user_factors)
+    assert torch.equal(a.item_factors, b.item_factors)
+    assert not torch.equal(a.item_factors, c.item_factors)
+
+
+def test_ials_initialisation_scale():
+    model = ALS(n_factors=64, weighting="ials", iterations=0)
+    model.fit(sp.csr_matrix(random_matrix(n_users=400, n_items=300)))
+    assert float(model.user_factors.std()) == pytest.approx(0.1 / 8, rel=0.05)
+
+
+def test_resume_continues_to_the_same_factors(tmp_path):
+    matrix = sp.csr_matrix(random_matrix(seed=7))
+    full = ALS(n_factors=6, iterations=5, solver="cg").fit(matrix)
+
+    def stop_after_two(epoch, loss, seconds, model):
+        if epoch == 2:
+            model.save(tmp_path / "ckpt.npz")
+            return True
+        return False
+
+    ALS(n_factors=6, iterations=5, solver="cg").fit(matrix, callback=stop_after_two)
+    resumed = ALS.load(tmp_path / "ckpt.npz")
+    assert len(resumed.history) == 2
+    resumed.fit(matrix, resume=True)
+    assert len(resumed.history) == 5
+    assert torch.equal(resumed.user_factors, full.user_factors)
+    assert torch.equal(resumed.item_factors, full.item_factors)
+
+
+def test_save_load_round_trip(tmp_path):
+    matrix = sp.csr_matrix(random_matrix(seed=8))
+    model = ALS(n_factors=6, iterations=2, weighting="explicit").fit(matrix)
+    model.user_ids = np.array([f"u{i}" for i in range(model.n_users)])
+    path = model.save(tmp_path / "model.npz")
+    loaded = ALS.load(path)
+    assert loaded.params == model.params
+    assert loaded.history == model.history
+    assert loaded.global_bias == model.global_bias
+    np.testing.assert_array_equal(loaded.user_ids, model.user_ids)
+    for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+        assert torch.equal(getattr(loaded, name), getattr(model, name))
+    np.testing.assert_array_equal(loaded.predict([0, 1], [2, 3]), model.predict([0, 1], [2, 3]))
+
+
+def test_load_rejects_missing_fields_and_unknown_versions(tmp_path):
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(random_matrix(seed=9)))
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "missing.npz", **{k: v for k, v in arrays.items() if k != "item_factors"})
+    with pytest.raises(ValueError, match=r"missing.*item_factors"):
+        ALS.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "future.npz", **{**arrays, "format_version": np.array(99)})
+    with pytest.raises(ValueError, match="format version 99"):
+        ALS.load(tmp_path / "future.npz")
+    np.savez(tmp_path / "pickled.npz", params=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        ALS.load(tmp_path / "pickled.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a recsys ALS model"):
+        ALS.load(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_factors": 0}, "n_factors must be >= 1"),
+        ({"n_factors": 2.5}, "n_factors must be an integer"),
+        ({"regularization": -0.1}, "regularization must be >= 0"),
+        ({"solver": "lu"}, "unknown solver 'lu'; choose one of: cg, cholesky"),
+        ({"weighting": "bpr"}, "unknown weighting 'bpr'; choose one of: explicit, hkv, ials"),
+        ({"dtype": "float16"}, "dtype must be one of"),
+        ({"alpha": -1.0}, "alpha must be >= 0"),
+        ({"cg_steps": 0, "solver": "cg"}, "cg_steps must be >= 1"),
+        ({"use_bias": True, "regularization": 0.0}, "use_bias=True needs regularization > 0"),
+    ],
+)
+def test_bad_hyperparameters_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        ALS(**kwargs)
+
+
+def test_bad_inputs_raise_clear_errors():
+    dense = random_matrix(seed=10)
+    with pytest.raises(TypeError, match="CSR"):
+        ALS(n_factors=3).fit(dense)
+    with pytest.raises(TypeError, match="CSR"):
+        ALS(n_factors=3).fit(sp.coo_matrix(dense))
+    negative = sp.csr_matrix(-dense)
+    with pytest.raises(ValueError, match="needs them >= 0"):
+        ALS(n_factors=3, weighting="hkv").fit(negative)
+    with pytest.raises(ValueError, match="needs them >= 0"):
+        ALS(n_factors=3, weighting="ials").fit(negative)
+    ALS(n_factors=3, weighting="explicit", iterations=1).fit(negative)  # signed ratings are fine
+    nan = sp.csr_matrix(dense)
+    nan.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ALS(n_factors=3).fit(nan)
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(dense))
+    with pytest.raises(ValueError, match="columns"):
+        model.fold_in_factors(sp.csr_matrix(np.ones((2, 5))))
+    with pytest.raises(IndexError, match="user ids"):
+        model.predict([10_000], [0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ALS().item_embeddings()
+
+
+def test_divergence_stops_with_a_clear_error():
+    with pytest.raises(DivergenceError, match="diverged at epoch 1"):
+        ALS(n_factors=4, regularization=0.0, use_bias=False, init_std=1e30, iterations=2).fit(
+            sp.csr_matrix(random_matrix(seed=11))
+        )
+
+
+def test_memory_budget_splits_buckets_without_changing_the_result():
+    matrix = sp.csr_matrix(random_matrix(seed=12))
+    big = ALS(n_factors=8, iterations=2).fit(matrix)
+    tiny = ALS(n_factors=8, iterations=2, memory_budget_mb=0.001).fit(matrix)
+    assert torch.allclose(big.item_factors, tiny.item_factors, rtol=1e-4, atol=1e-6)
+
+
+def test_buckets_cover_every_nonempty_row_once():
+    matrix = sp.random(200, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    buckets, empty = build_buckets(matrix, torch.device("cpu"), torch.float32)
+    rows = torch.cat([b.rows for b in buckets]).numpy()
+    degrees = np.diff(matrix.indptr)
+    assert sorted(rows.tolist()) == np.flatnonzero(degrees > 0).tolist()
+    assert sorted(empty.tolist()) == np.flatnonzero(degrees == 0).tolist()
+    for b in buckets:
+        assert b.mask.sum().item() == degrees[b.rows.numpy()].sum()
+        for row, cols, mask in zip(b.rows.numpy(), b.cols.numpy(), b.mask.numpy(), strict=True):
+            assert cols[mask].tolist() == matrix[row].indices.tolist()
+        assert b.width <= max(8, int(np.ceil(degrees[b.rows.numpy()].min() * 1.2)) + 1)
+
+
+def test_registries_list_the_built_in_parts():
+    assert SOLVERS.names() == ["cg", "cholesky"]
+    assert WEIGHTINGS.names() == ["explicit", "hkv", "ials"]
+    assert json.loads(json.dumps(ALS().params))["solver"] == "cholesky"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_cuda_matches_cpu(solver):
+    matrix = sp.csr_matrix(random_matrix(seed=13))
+    kwargs = dict(n_factors=16, regularization=0.1, weighting="ials", iterations=3, solver=solver)
+    cpu = ALS(device="cpu", dtype="float64", **kwargs).fit(matrix)
+    gpu = ALS(device="cuda", dtype="float64", **kwargs).fit(matrix)
+    assert gpu.item_factors.device.type == "cuda"
+    assert torch.allclose(gpu.item_factors.cpu(), cpu.item_factors, rtol=1e-6, atol=1e-8)
+    assert gpu.history[-1]["loss"] == pytest.approx(cpu.history[-1]["loss"], rel=1e-6)

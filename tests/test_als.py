@@ -358,3 +358,55 @@ def test_cuda_matches_cpu(solver):
     assert gpu.item_factors.device.type == "cuda"
     assert torch.allclose(gpu.item_factors.cpu(), cpu.item_factors, rtol=1e-6, atol=1e-8)
     assert gpu.history[-1]["loss"] == pytest.approx(cpu.history[-1]["loss"], rel=1e-6)
+
+
+def brute_force_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest finite scores per row (ties by lower id), -1 padded."""
+    out = np.full((scores.shape[0], k), -1)
+    for r, row in enumerate(scores):
+        order = [j for j in np.lexsort((np.arange(row.size), -row)) if np.isfinite(row[j])]
+        out[r, : min(k, len(order))] = order[:k]
+    return out
+
+
+def test_recommend_matches_brute_force_with_filters():
+    dense = random_matrix(seed=14)
+    matrix = sp.csr_matrix(dense)
+    model = ALS(n_factors=6, iterations=3, weighting="hkv", use_bias=True).fit(matrix)
+    users = np.array([0, 5, 9, 3])
+    scores = (
+        model.user_factors.double().numpy()[users] @ model.item_factors.double().numpy().T
+        + model.item_bias.double().numpy()[None, :]
+        + model.user_bias.double().numpy()[users, None]
+    )
+    np.testing.assert_allclose(
+        model.predict(np.repeat(users, model.n_items), np.tile(np.arange(model.n_items), 4)),
+        scores.ravel(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    banned = np.array([1, 2, 30])
+    masked = scores.copy()
+    masked[dense[users] != 0] = -np.inf
+    masked[:, banned] = -np.inf
+    ids, got = model.recommend(users, matrix[users], k=10, filter_items=banned)
+    np.testing.assert_array_equal(ids, brute_force_top(masked, 10))
+    np.testing.assert_allclose(got, np.take_along_axis(scores, ids, 1), rtol=1e-5, atol=1e-5)
+    subset = np.arange(0, 40, 3)
+    ids, _ = model.recommend(users, k=5, filter_seen=False, items=subset)
+    only = np.full_like(scores, -np.inf)
+    only[:, subset] = scores[:, subset]
+    np.testing.assert_array_equal(ids, brute_force_top(only, 5))
+    with pytest.raises(ValueError, match="one row per user id"):
+        model.recommend(users, matrix, k=5)
+
+
+def test_similar_items_are_cosine_neighbours_without_the_item_itself():
+    model = ALS(n_factors=5, iterations=2).fit(sp.csr_matrix(random_matrix(seed=15)))
+    y = model.item_factors.double().numpy()
+    unit = y / np.linalg.norm(y, axis=1, keepdims=True)
+    cosine = unit[[4, 8]] @ unit.T
+    cosine[0, 4] = cosine[1, 8] = -np.inf
+    ids, scores = model.similar_items([4, 8], k=6)
+    np.testing.assert_array_equal(ids, brute_force_top(cosine, 6))
+    np.testing.assert_allclose(scores, np.take_along_axis(cosine, ids, 1), rtol=1e-5)

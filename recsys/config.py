@@ -467,6 +467,8 @@ def _describe_type_error(message: str) -> str:
     if m:
         kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
         return f"must be {kind.get(m.group(1), m.group(1))}"
+    if "is not a valid bool" in message:
+        return "must be true or false"
     if "is not a ListConfig" in message:
         return "must be a list, e.g. [10,20]"
     if "is not Optional" in message or "non-optional" in message.lower():

@@ -3,12 +3,16 @@
 Both paths work in the eigenbasis of G = F^T F = Q diag(L) Q^T (one float64 eigendecomposition per
 half-epoch). There the shared part of every row's matrix, a * G + lambda_u I, is the diagonal
 m_u = a * L + lambda_u, even though lambda_u differs per row; the fixed side is rotated once,
-Fq = F Q (one GEMM), and every chunk gathers its rows Zq from Fq.
+Fq = F Q (one GEMM), and every chunk gathers its rows Zq from Fq. Scaling the gathered rows in
+place, W = D^(1/2) Zq M^(-1/2), turns each row's system into
 
-- direct (rows with n >= k entries): A'_u = diag(m_u) + Zq^T D Zq, built for the whole chunk with
-  one bmm and solved by batched Cholesky.
-- Woodbury (rows with n < k entries, most rows in practice): with V = D^(1/2) Zq,
-  A'^-1 = M^-1 - M^-1 V^T (I + V M^-1 V^T)^-1 V M^-1, so each row needs only an n x n Cholesky.
+    (I + W^T W) x~ = c,   c = M^(-1/2) b,   x' = M^(-1/2) x~,
+
+a well-conditioned matrix with unit shared part, solved by one of two exact paths:
+
+- direct (rows with many entries): I + W^T W, k x k, one bmm for the chunk, batched Cholesky.
+- Woodbury (rows with n < k entries, most rows in practice):
+  (I + W^T W)^-1 c = c - W^T (I + W W^T)^-1 W c, so each row needs only an n x n Cholesky.
 
 Both are exact; the result is rotated back with one GEMM per half-epoch.
 """
@@ -79,31 +83,32 @@ class CholeskySolver(Solver):
         n, k = bucket.width, problem.rank
         size = problem.fixed.element_size()
         inner = n * n if self.use_woodbury(n, k) else k * k
-        return size * (3 * n * k + 2 * inner + 4 * k + 4 * n)
+        return size * (2 * n * k + 2 * inner + 6 * k + 6 * n)
 
     def solve_chunk(
         self, problem: HalfProblem, state: _Eigenbasis, chunk: Bucket, current: torch.Tensor
     ) -> torch.Tensor:
         d, h = problem.entry_terms(chunk)
-        zq = state.rotated_fixed[chunk.cols]  # (B, n, k)
-        m = state.eigenvalues + problem.row_reg[chunk.rows, None]  # (B, k)
-        rhs = torch.bmm(h.unsqueeze(1), zq).squeeze(1) - state.rotated_offset_rhs
-        # Woodbury needs the shared part invertible (m > 0): true unless a = 0 and lambda_u = 0.
-        if self.use_woodbury(chunk.width, problem.rank) and bool((m > 0).all()):
-            return self._woodbury(zq, d, m, rhs)
-        a_mat = torch.bmm(zq.transpose(1, 2) * d.unsqueeze(1), zq)
-        a_mat.diagonal(dim1=1, dim2=2).add_(m)
-        return _cholesky_solve(a_mat, rhs)
-
-    @staticmethod
-    def _woodbury(
-        zq: torch.Tensor, d: torch.Tensor, m: torch.Tensor, rhs: torch.Tensor
-    ) -> torch.Tensor:
-        """x = M^-1 b - M^-1 V^T S^-1 V M^-1 b with S = I + V M^-1 V^T and V = D^(1/2) Zq."""
-        m_inv = 1.0 / m
-        v = zq * d.sqrt().unsqueeze(-1)  # (B, n, k)
-        x0 = m_inv * rhs
-        s = torch.bmm(v * m_inv.unsqueeze(1), v.transpose(1, 2))  # (B, n, n)
-        s.diagonal(dim1=1, dim2=2).add_(1.0)
-        y = _cholesky_solve(s, torch.bmm(v, x0.unsqueeze(-1)).squeeze(-1))
-        return x0 - m_inv * torch.bmm(y.unsqueeze(1), v).squeeze(1)
+        m = state.eigenvalues + problem.row_reg[chunk.rows, None]  # (B, k) shared diagonal
+        if not bool((m > 0).all()):
+            raise FloatingPointError(
+                "a per-row system is singular (regularization 0 and no all-pairs weight); "
+                "set regularization > 0"
+            )
+        m_isqrt = m.rsqrt()
+        sqrt_d = d.sqrt()
+        w = state.rotated_fixed[chunk.cols]  # (B, n, k) gathered rows Zq
+        w.mul_(sqrt_d.unsqueeze(-1)).mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
+        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0; padding has d = h = 0
+        u = torch.where(d > 0, h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
+        c = torch.bmm(u.unsqueeze(1), w).squeeze(1) - m_isqrt * state.rotated_offset_rhs
+        if self.use_woodbury(chunk.width, problem.rank):
+            s = torch.bmm(w, w.transpose(1, 2))  # (B, n, n)
+            s.diagonal(dim1=1, dim2=2).add_(1.0)
+            y = _cholesky_solve(s, torch.bmm(w, c.unsqueeze(-1)).squeeze(-1))
+            solution = c - torch.bmm(y.unsqueeze(1), w).squeeze(1)
+        else:
+            a_mat = torch.bmm(w.transpose(1, 2), w)  # (B, k, k)
+            a_mat.diagonal(dim1=1, dim2=2).add_(1.0)
+            solution = _cholesky_solve(a_mat, c)
+        return m_isqrt * solution

@@ -54,11 +54,15 @@ SYNTHETIC_PRESETS = ("tiny", "small", "medium", "ml20m")
 SPLIT_METHODS = ("given", "random", "leave_k_out", "temporal", "strong")
 INDEX_TYPES = ("flat", "ivf", "hnsw", "factory")
 INDEX_METRICS = ("ip", "cosine", "l2")
-#: Ranking metrics (used as ``<name>@<k>``) and rating metrics (explicit feedback only).
-RANKING_METRICS = ("recall", "ndcg", "precision", "map", "mrr", "hit_rate", "coverage")
+#: Metrics of ``recsys.eval.evaluate`` (used as ``<name>@<k>``; a test keeps this list in sync)
+#: and rating metrics (explicit feedback only).
+RANKING_METRICS = (
+    "recall", "recall_capped", "precision", "ndcg", "map", "hitrate", "mrr",
+    "coverage", "gini", "popularity_percentile", "novelty", "diversity",
+)  # fmt: skip
 RATING_METRICS = ("rmse", "mae")
 #: Metrics where a smaller value is better (early stopping and sweepers minimise them).
-MINIMIZE = frozenset(RATING_METRICS)
+MINIMIZE = frozenset(("rmse", "mae", "gini", "popularity_percentile"))
 
 
 class ConfigError(ValueError):
@@ -270,11 +274,15 @@ class EvalConfig:
     ``every`` evaluates on the validation split every that many epochs (0: never, no early
     stopping); training stops after ``patience`` evaluations without improvement (0: never stop
     early) and keeps the best evaluated epoch's factors. ``refit`` retrains on the whole training
-    split for the best number of epochs afterwards.
+    split for the best number of epochs afterwards. ``metrics`` limits the test metrics (null:
+    all of ``recsys.eval``; validation computes only the objective's). ``rating_clip`` clips
+    explicit predictions to the rating scale (e.g. [1, 5]) before rmse / mae.
     """
 
     k: list[int] = field(default_factory=lambda: [10, 20])
     objective: str = "recall@20"
+    metrics: list[str] | None = None
+    rating_clip: list[float] | None = None
     every: int = 1
     patience: int = 3
     refit: bool = False
@@ -298,6 +306,23 @@ class EvalConfig:
                     self.objective,
                     f"must be <metric>@<k> with k in eval.k, one of {', '.join(allowed)}",
                 )
+        if self.metrics is not None:
+            for name in self.metrics:
+                if name not in RANKING_METRICS:
+                    _fail(
+                        "eval.metrics",
+                        self.metrics,
+                        f"names must be in {', '.join(RANKING_METRICS)}",
+                    )
+            name = str(self.objective).partition("@")[0]
+            if name in RANKING_METRICS and name not in self.metrics:
+                _fail("eval.metrics", self.metrics, f"must include the objective's metric {name}")
+        if self.rating_clip is not None and (
+            len(self.rating_clip) != 2 or not self.rating_clip[0] < self.rating_clip[1]
+        ):
+            _fail(
+                "eval.rating_clip", self.rating_clip, "must be [low, high] with low < high, or null"
+            )
         _int_at_least("eval.every", self.every, 0)
         _int_at_least("eval.patience", self.patience, 0)
         if self.max_users is not None:

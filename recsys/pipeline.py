@@ -366,49 +366,59 @@ def evaluate_model(
     fold_in: sp.csr_matrix | None = None,
     max_users: int | None = None,
     seed: int = 0,
+    objective_only: bool = False,
 ) -> dict[str, float]:
     """Metrics of `model` against `truth` (users x items), `seen` items excluded from rankings.
 
-    Ranking metrics for implicit models over all items; rmse and mae for explicit ones (plus the
-    ranking metrics, which are cheap). `fold_in` (strong generalization) gives the histories of
-    held-out users: their vectors come from ``model.fold_in``. `max_users` evaluates a random
-    sample of the users with held-out items.
+    Ranking metrics over all items for every model (``recsys.eval.evaluate``); rmse and mae too
+    for explicit ones. `fold_in` (strong generalization) holds the histories of held-out users:
+    their vectors come from ``model.fold_in`` and their history is what is excluded. `max_users`
+    evaluates a random sample of the users with held-out items; `objective_only` computes just
+    the metric early stopping needs.
     """
-    from recsys.eval import evaluate
+    from recsys.eval import evaluate, rating_metrics
 
     truth = sp.csr_matrix(truth)
     users = _user_rows(truth)
     if max_users is not None and users.size > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     if users.size == 0:
-        raise ConfigError("the evaluation split holds no interactions; check split settings")
+        raise ConfigError("the evaluation split holds no interactions; check the split settings")
     if fold_in is not None:
-        rows = sp.csr_matrix(fold_in)[users]
-        user_vectors = model.fold_in(rows)
+        seen_rows = sp.csr_matrix(fold_in)[users]
+        user_vectors = model.fold_in(seen_rows)
         offsets = None
-        seen_rows = rows
     else:
+        seen_rows = sp.csr_matrix(seen)[users]
         user_vectors = model.user_embeddings(users)
         offsets = model.user_offsets(users)
-        seen_rows = sp.csr_matrix(seen)[users]
-    popularity = np.bincount(sp.csr_matrix(seen).indices, minlength=truth.shape[1])
-    metrics = evaluate(
-        user_vectors,
-        model.item_embeddings(),
-        seen_rows,
-        truth[users],
-        ks=list(cfg.eval.k),
-        user_offsets=offsets,
-        item_popularity=popularity,
-    )
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if cfg.als.weighting == "explicit" and fold_in is None:
-        sub = truth[users].tocoo()
-        pred = np.asarray(model.predict(users[sub.row], sub.col), dtype=np.float64)
-        err = pred - sub.data.astype(np.float64)
-        metrics["rmse"] = float(np.sqrt(np.mean(err**2))) if err.size else float("nan")
-        metrics["mae"] = float(np.mean(np.abs(err))) if err.size else float("nan")
-    return metrics
+    objective = cfg.eval.objective
+    name = objective.partition("@")[0]
+    rating = name in RATING_METRICS
+    if objective_only:
+        names: list[str] | None = [] if rating else [name]
+    else:
+        names = None if cfg.eval.metrics is None else list(cfg.eval.metrics)
+    metrics: dict[str, float] = {}
+    if names is None or names:
+        popularity = np.bincount(sp.csr_matrix(seen).indices, minlength=truth.shape[1])
+        found = evaluate(
+            user_vectors,
+            model.item_embeddings(),
+            seen_rows,
+            truth[users],
+            ks=list(cfg.eval.k),
+            item_popularity=popularity,
+            metrics=names,
+        )
+        metrics.update(found)
+    if cfg.als.weighting == "explicit":
+        clip = None if cfg.eval.rating_clip is None else tuple(cfg.eval.rating_clip)
+        found = rating_metrics(
+            user_vectors, model.item_embeddings(), truth[users], user_offsets=offsets, clip=clip
+        )
+        metrics.update(found)
+    return {k: (v if isinstance(v, int) else float(v)) for k, v in metrics.items()}
 
 
 # ------------------------------------------------------------------------------ environment
@@ -682,7 +692,7 @@ def _train(
             if validating and epoch % conf.eval.every == 0:
                 metrics = evaluate_model(
                     m, conf, data.fit.matrix, data.validation.matrix,
-                    max_users=conf.eval.max_users, seed=conf.seed,
+                    max_users=conf.eval.max_users, seed=conf.seed, objective_only=True,
                 )  # fmt: skip
                 tracker.log_metrics(metrics, epoch, "validation")
                 value = metrics.get(objective, float("nan"))

@@ -34,12 +34,12 @@ __all__ = ["HPARAMS_RUN", "LOSS_TAGS", "Tracker", "plain_hparams"]
 #: Name of the nested run holding the hparams session (fixed, see module docstring).
 HPARAMS_RUN = "hparams"
 
-#: history key -> scalar tag for the per-epoch loss and its components.
+#: scalar tag -> the keys of an ``ALS.history`` entry it may come from (the first one present).
 LOSS_TAGS = {
-    "loss": "loss/total",
-    "loss_observed": "loss/observed",
-    "loss_unobserved": "loss/unobserved",
-    "loss_regularization": "loss/regularization",
+    "loss/total": ("loss",),
+    "loss/observed": ("observed", "loss_observed"),
+    "loss/unobserved": ("unobserved", "loss_unobserved"),
+    "loss/regularization": ("regularization", "loss_regularization"),
 }
 
 
@@ -140,8 +140,9 @@ class Tracker:
         if self._writer is None:
             return
         step = int(entry.get("epoch", 0)) if step is None else int(step)
-        for key, tag in LOSS_TAGS.items():
-            if entry.get(key) is not None:
+        for tag, keys in LOSS_TAGS.items():
+            key = next((k for k in keys if entry.get(k) is not None), None)
+            if key is not None:
                 self._writer.add_scalar(tag, float(entry[key]), step)
         if entry.get("seconds") is not None:
             self._writer.add_scalar("time/epoch_seconds", float(entry["seconds"]), step)

@@ -98,6 +98,8 @@ def test_experiments_resolve_data_paths_against_the_repo(tmp_path: Path, monkeyp
         ("eval.k=20", "eval.k=20: must be a list, e.g. [10,20]"),
         ("eval.k=[0]", "eval.k=[0]: must be a non-empty list of integers >= 1"),
         ("eval.objective=recall@5", "eval.objective=recall@5: must be <metric>@<k> with k in"),
+        ("eval.metrics=[recall,auc]", "eval.metrics=[recall,auc]: names must be in recall,"),
+        ("eval.metrics=[ndcg]", "eval.metrics=[ndcg]: must include the objective's metric recall"),
         ("eval.objective=rmse", "eval.objective=rmse: rating metrics need als.weighting=explicit"),
         ("eval.patience=-1", "eval.patience=-1: must be an integer >= 0"),
         ("checkpoint.every=-2", "checkpoint.every=-2: must be an integer >= 0"),
@@ -178,6 +180,13 @@ def test_latest_unfinished_run_and_run_dir_resolver(tmp_path: Path) -> None:
     assert cfg.d == str(root / "x" / "y")
     cfg.run_dir = "/somewhere"
     assert cfg.d == "/somewhere"
+
+
+def test_metric_names_match_recsys_eval() -> None:
+    from recsys.config import RANKING_METRICS
+    from recsys.eval import ALL_METRICS
+
+    assert sorted(RANKING_METRICS) == sorted(ALL_METRICS)
 
 
 def test_differing_keys() -> None:

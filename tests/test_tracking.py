@@ -36,9 +36,9 @@ def test_scalars_histograms_and_metrics_round_trip(tmp_path: Path) -> None:
                 {
                     "epoch": epoch,
                     "loss": 10.0 / epoch,
-                    "loss_observed": 6.0 / epoch,
-                    "loss_unobserved": 3.0 / epoch,
-                    "loss_regularization": 1.0 / epoch,
+                    "observed": 6.0 / epoch,
+                    "unobserved": 3.0 / epoch,
+                    "regularization": 1.0 / epoch,
                     "seconds": 0.5,
                 }
             )

@@ -197,10 +197,14 @@ def build_index_from_model(
     ``vectors`` defaults to "embeddings" (``model.item_embeddings()``, whose IP with
     ``model.user_embeddings`` plus ``model.user_offsets`` is the model score) for metrics "ip"
     and "l2", and to "factors" (``model.item_factors``, no bias) for "cosine", which is what
-    item-to-item similarity uses. Other keyword arguments go to :func:`build_index`.
+    item-to-item similarity uses. ``item_ids`` defaults to ``model.item_ids`` (the external ids
+    the model was trained with) when it has them. Other keyword arguments go to
+    :func:`build_index`.
     """
     if vectors is None:
         vectors = "factors" if metric == "cosine" else "embeddings"
+    if kwargs.get("item_ids") is None and getattr(model, "item_ids", None) is not None:
+        kwargs["item_ids"] = model.item_ids
     return build_index(model_item_vectors(model, vectors), kind, metric, vectors=vectors, **kwargs)
 
 

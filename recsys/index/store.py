@@ -157,10 +157,10 @@ def load_index(
     Checks (each failure raises IndexMismatchError saying what differs and how to fix it):
     the sidecar belongs to this .faiss file (SHA-256); the dimension and number of items match
     ``model`` (its item embeddings, or item factors for a cosine/"factors" index) or
-    ``item_vectors``; ``metric`` matches when given; ``item_ids`` equals the saved id map when
-    given; the SHA-256 of ``model_path`` equals the recorded model hash when both exist
-    (``verify_model_hash=False`` skips that last check). ``device="gpu"`` moves Flat / IVF
-    indexes to the GPU after loading.
+    ``item_vectors``; ``metric`` matches when given; ``item_ids`` (default: ``model.item_ids``
+    when the index was saved with an external id map) equals the saved id map; the SHA-256 of
+    ``model_path`` equals the recorded model hash when both exist (``verify_model_hash=False``
+    skips that last check). ``device="gpu"`` moves Flat / IVF indexes to the GPU after loading.
     """
     path = Path(path)
     if not path.is_file():
@@ -205,6 +205,11 @@ def load_index(
         vecs = model_item_vectors(model, vec_kind)
         dim, n_items = vecs.shape[1], vecs.shape[0]
         what = f"the model's item {vec_kind}"
+        model_ids = getattr(model, "item_ids", None)
+        saved_default = np.array_equal(item_index.item_ids, np.arange(item_index.n_items))
+        if item_ids is None and model_ids is not None and not saved_default:
+            # the index carries an external id map: it must be the model's
+            item_ids = model_ids
     elif item_vectors is not None:
         shape = np.shape(item_vectors)
         n_items, dim = int(shape[0]), int(shape[1])

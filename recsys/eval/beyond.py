@@ -1,0 +1,289 @@
+"""Beyond-accuracy metrics of top-k lists: coverage, exposure inequality, popularity, diversity.
+
+All functions take (users x K) item-id lists (numpy or torch, -1 = empty slot, a repeated id in a
+list counts once) and look at the first ``k`` slots (default: all K). They are batched on torch, so
+they run on CPU and CUDA alike without a loop per user.
+
+- ``coverage@k``: fraction of the catalog recommended to at least one user.
+- ``gini@k``: Gini index of item exposure (how often each catalog item appears in the lists),
+  over all catalog items including those never recommended: 0 when every item is shown equally
+  often, (n - 1) / n when a single item takes all the exposure.
+- ``popularity_percentile@k``: mean popularity percentile of the recommended items (popularity
+  bias; 1 = only the most popular item). An item's percentile is the fraction of catalog items
+  whose training popularity is at most its own.
+- ``novelty@k``: mean self-information -log2(popularity / n_users) of the recommended items (Zhou
+  et al. 2010); items nobody interacted with count as popularity 1.
+- ``diversity@k``: intra-list diversity, 1 - mean pairwise cosine similarity of the recommended
+  items' feature vectors (item embeddings, or metadata such as genre indicators).
+
+Per-list values (popularity, novelty, diversity) are averaged over the lists that have enough
+valid slots (1 for popularity and novelty, 2 for diversity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys.eval._utils import ArrayLike, as_id_tensor, first_occurrence, resolve_device
+from recsys.eval.ranking import check_ks
+
+#: The names accepted in ``metrics=`` (each reported as ``"<name>@<k>"``).
+BEYOND_METRICS = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")
+
+
+def _prepare(
+    topk_ids: ArrayLike, k: int | None, n_items: int | None, device: str | torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids[:, :k], mask of valid first occurrences), checked against the catalog size."""
+    dev = resolve_device(device, topk_ids)
+    ids = as_id_tensor(topk_ids, "topk_ids", dev)
+    if k is not None:
+        if not 1 <= k <= ids.shape[1]:
+            raise ValueError(f"k={k} must be between 1 and the list width {ids.shape[1]}")
+        ids = ids[:, :k]
+    if n_items is not None and ids.numel() and int(ids.max()) >= n_items:
+        raise ValueError(f"an id list holds item {int(ids.max())} but the catalog has {n_items}")
+    return ids, first_occurrence(ids)
+
+
+def exposure_counts(
+    topk_ids: ArrayLike,
+    n_items: int,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """How many lists show each catalog item within their first ``k`` slots: int64 (n_items,)."""
+    ids, valid = _prepare(topk_ids, k, n_items, device)
+    return torch.bincount(ids[valid], minlength=n_items)
+
+
+def catalog_coverage(
+    topk_ids: ArrayLike,
+    n_items: int,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """Fraction of the ``n_items`` catalog items that appear in at least one list."""
+    if n_items < 1:
+        raise ValueError("n_items must be at least 1")
+    counts = exposure_counts(topk_ids, n_items, k, device=device)
+    return float((counts > 0).sum()) / n_items
+
+
+def gini_from_counts(counts: ArrayLike) -> float:
+    """Gini index of a non-negative exposure vector (one entry per catalog item).
+
+    G = sum_i (2i - n - 1) x_(i) / (n sum x) with x sorted ascending, i = 1..n. NaN when all zero.
+    """
+    x = counts if isinstance(counts, torch.Tensor) else torch.from_numpy(np.asarray(counts))
+    x = torch.sort(x.reshape(-1).to(torch.float64)).values
+    n = x.numel()
+    total = x.sum()
+    if n == 0 or float(total) == 0.0:
+        return float("nan")
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=x.device)
+    return float(((2 * i - n - 1) * x).sum() / (n * total))
+
+
+def gini_index(
+    topk_ids: ArrayLike,
+    n_items: int,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """Gini index of exposure over all ``n_items`` catalog items (never-shown items count as 0)."""
+    return gini_from_counts(exposure_counts(topk_ids, n_items, k, device=device))
+
+
+def popularity_percentiles(item_popularity: ArrayLike) -> np.ndarray:
+    """Per item: the fraction of catalog items whose popularity is at most this item's."""
+    pop = np.asarray(
+        item_popularity.cpu() if isinstance(item_popularity, torch.Tensor) else item_popularity,
+        dtype=np.float64,
+    ).reshape(-1)
+    if pop.size == 0:
+        return pop
+    srt = np.sort(pop)
+    return np.searchsorted(srt, pop, side="right") / pop.size
+
+
+def _mean_over_lists(
+    values: torch.Tensor, valid: torch.Tensor, min_valid: int = 1
+) -> tuple[float, int]:
+    """Mean over lists of the mean of ``values`` over each list's valid slots."""
+    n = valid.sum(1)
+    keep = n >= min_valid
+    if not bool(keep.any()):
+        return float("nan"), 0
+    per_list = torch.where(valid, values, 0.0).sum(1)[keep] / n[keep]
+    return float(per_list.mean()), int(keep.sum())
+
+
+def popularity_percentile(
+    topk_ids: ArrayLike,
+    item_popularity: ArrayLike,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """Mean popularity percentile of the recommended items (higher = more popularity bias).
+
+    ``item_popularity`` (n_items,) is typically each item's number of training interactions.
+    """
+    pct_np = popularity_percentiles(item_popularity)
+    ids, valid = _prepare(topk_ids, k, pct_np.size, device)
+    pct = torch.from_numpy(pct_np).to(ids.device)
+    return _mean_over_lists(pct[ids.clamp(min=0)], valid)[0]
+
+
+def novelty(
+    topk_ids: ArrayLike,
+    item_popularity: ArrayLike,
+    n_users: int,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """Mean self-information -log2(popularity_i / n_users) of the recommended items, in bits.
+
+    ``item_popularity`` counts the training users of each item; ``n_users`` is the number of
+    training users. Items with popularity 0 are counted as 1 so the value stays finite.
+    """
+    if n_users < 1:
+        raise ValueError("n_users must be at least 1")
+    pop_np = np.asarray(
+        item_popularity.cpu() if isinstance(item_popularity, torch.Tensor) else item_popularity,
+        dtype=np.float64,
+    ).reshape(-1)
+    ids, valid = _prepare(topk_ids, k, pop_np.size, device)
+    info = torch.from_numpy(-np.log2(np.maximum(pop_np, 1.0) / n_users)).to(ids.device)
+    return _mean_over_lists(info[ids.clamp(min=0)], valid)[0]
+
+
+def _normalized_features(
+    item_features: ArrayLike | sp.spmatrix, dev: torch.device
+) -> torch.Tensor | sp.csr_matrix:
+    """Rows scaled to unit L2 norm (zero rows stay zero): dense torch, or scipy CSR if sparse."""
+    if sp.issparse(item_features):
+        f = sp.csr_matrix(item_features, dtype=np.float32)
+        norms = np.sqrt(np.asarray(f.multiply(f).sum(1)).reshape(-1))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ f)
+    f = (
+        item_features
+        if isinstance(item_features, torch.Tensor)
+        else torch.from_numpy(np.asarray(item_features))
+    )
+    if f.ndim != 2:
+        raise ValueError(f"item_features must be 2-D (items x features), got {tuple(f.shape)}")
+    f = f.to(device=dev, dtype=torch.float32)
+    return torch.nn.functional.normalize(f, dim=1)
+
+
+def intra_list_diversity(
+    topk_ids: ArrayLike,
+    item_features: ArrayLike | sp.spmatrix,
+    k: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+    memory_budget_bytes: int = 256 * 2**20,
+) -> float:
+    """1 - mean pairwise cosine similarity within each list, averaged over lists of >= 2 items.
+
+    ``item_features``: (n_items, F) item embeddings or metadata (dense, or scipy sparse such as a
+    genre indicator matrix). A zero feature vector has similarity 0 to everything. Uses
+    sum_{j != l} e_j . e_l = |sum_j e_j|^2 - sum_j |e_j|^2 on unit vectors, so it costs
+    O(users * k * F) and no k x k similarity matrix is formed; users are processed in blocks that
+    keep the gathered features within ``memory_budget_bytes``.
+    """
+    dev = resolve_device(device, topk_ids)
+    feats = _normalized_features(item_features, dev)
+    ids, valid = _prepare(topk_ids, k, feats.shape[0], dev)
+    n_lists, width = ids.shape
+    n_feat = feats.shape[1]
+    rows = max(1, memory_budget_bytes // max(1, width * n_feat * 8))
+    sums, counts = [], []
+    for s in range(0, n_lists, rows):
+        bid, bval = ids[s : s + rows], valid[s : s + rows]
+        flat = bid.clamp(min=0).reshape(-1)
+        if isinstance(feats, torch.Tensor):
+            e = feats.index_select(0, flat)
+        else:
+            e = torch.from_numpy(feats[flat.cpu().numpy()].toarray()).to(dev)
+        e = e.view(bid.shape[0], width, n_feat) * bval[:, :, None]
+        total = e.sum(1, dtype=torch.float64)
+        self_sim = (e.to(torch.float64) ** 2).sum((1, 2))
+        m = bval.sum(1).to(torch.float64)
+        pair_sum = (total**2).sum(1) - self_sim
+        sums.append(torch.where(m >= 2, pair_sum / (m * (m - 1)).clamp(min=1), 0.0))
+        counts.append(m >= 2)
+    mean_sim = torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64, device=dev)
+    keep = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.bool, device=dev)
+    if not bool(keep.any()):
+        return float("nan")
+    return float(1.0 - mean_sim[keep].mean())
+
+
+def beyond_accuracy_metrics(
+    topk_ids: ArrayLike,
+    n_items: int,
+    ks: int | Iterable[int] = (20,),
+    *,
+    item_popularity: ArrayLike | None = None,
+    n_users: int | None = None,
+    item_features: ArrayLike | sp.spmatrix | None = None,
+    metrics: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """All beyond-accuracy metrics that the inputs allow, at every k: ``"coverage@20"``, ...
+
+    ``metrics`` (subset of :data:`BEYOND_METRICS`) defaults to every metric whose inputs are given
+    (popularity needs ``item_popularity``, novelty also ``n_users``, diversity ``item_features``);
+    asking explicitly for one whose inputs are missing raises an error.
+    """
+    dev = resolve_device(device, topk_ids)
+    ids = as_id_tensor(topk_ids, "topk_ids", dev)
+    ks_ = check_ks(ks, ids.shape[1])
+    available = {
+        "coverage": True,
+        "gini": True,
+        "popularity_percentile": item_popularity is not None,
+        "novelty": item_popularity is not None and n_users is not None,
+        "diversity": item_features is not None,
+    }
+    if metrics is None:
+        names = [m for m in BEYOND_METRICS if available[m]]
+    else:
+        unknown = sorted(set(metrics) - set(BEYOND_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {list(BEYOND_METRICS)}")
+        missing = [m for m in metrics if not available[m]]
+        if missing:
+            raise ValueError(
+                f"metrics {missing} need inputs that were not given: popularity_percentile needs "
+                "item_popularity, novelty needs item_popularity and n_users, diversity needs "
+                "item_features"
+            )
+        names = [m for m in BEYOND_METRICS if m in metrics]
+    out: dict[str, float] = {}
+    for k in ks_:
+        for m in names:
+            if m == "coverage":
+                v = catalog_coverage(ids, n_items, k)
+            elif m == "gini":
+                v = gini_index(ids, n_items, k)
+            elif m == "popularity_percentile":
+                v = popularity_percentile(ids, item_popularity, k)
+            elif m == "novelty":
+                v = novelty(ids, item_popularity, n_users, k)  # type: ignore[arg-type]
+            else:
+                v = intra_list_diversity(ids, item_features, k)  # type: ignore[arg-type]
+            out[f"{m}@{k}"] = v
+    return out

@@ -212,6 +212,10 @@ class DataConfig:
 class SplitConfig:
     """``split``: how the test set is held out (``given``: the dataset's own train/test files).
 
+    ``test_fraction`` is the per-user test share (``random``), the share of interactions after
+    the global time cut (``temporal``) or each held-out user's evaluation share (``strong``, whose
+    ``test_users`` is the fraction of users held out); ``leave_k_out`` holds out each user's ``k``
+    latest interactions. Users with fewer than ``min_user_interactions`` stay in train.
     ``validation`` is the per-user fraction of the *training* interactions carved off for early
     stopping (0 turns the validation split, and with it early stopping, off).
     """
@@ -219,7 +223,6 @@ class SplitConfig:
     method: str = "random"
     test_fraction: float = 0.2
     k: int = 1
-    cutoff: float = 0.8
     test_users: float = 0.1
     min_user_interactions: int = 2
     validation: float = 0.1
@@ -230,8 +233,6 @@ class SplitConfig:
         if not (_is_number(self.test_fraction) and 0.0 < self.test_fraction < 1.0):
             _fail("split.test_fraction", self.test_fraction, "must be a number in (0, 1)")
         _int_at_least("split.k", self.k, 1)
-        if not (_is_number(self.cutoff) and 0.0 < self.cutoff < 1.0):
-            _fail("split.cutoff", self.cutoff, "must be a quantile in (0, 1)")
         if not (_is_number(self.test_users) and 0.0 < self.test_users < 1.0):
             _fail("split.test_users", self.test_users, "must be a fraction of users in (0, 1)")
         _int_at_least("split.min_user_interactions", self.min_user_interactions, 1)

@@ -277,12 +277,14 @@ def _resolve_path(path: str | None) -> Path | None:
 
 def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
     """``(interactions, given_test_or_None)`` from ``cfg.data``; raises DataError on bad input."""
-    from recsys import data as rdata
-
     d = cfg.data
     path = _resolve_path(d.path)
     if d.source == "synthetic":
-        return rdata.synthetic_preset(d.preset, seed=d.seed), None
+        from recsys.data.synthetic import synthetic_preset
+
+        return synthetic_preset(d.preset, seed=d.seed), None
+    from recsys import data as rdata
+
     if d.source == "movielens":
         result = rdata.load_movielens(
             path,
@@ -313,7 +315,14 @@ def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
 
 def prepare_data(cfg: TrainConfig) -> Prepared:
     """Load, clean, split and carve the validation split, as configured."""
-    from recsys import data as rdata
+    from recsys.data.splits import (
+        Split,
+        leave_k_out,
+        random_holdout,
+        strong_generalization,
+        temporal_split,
+        validation_split,
+    )
 
     interactions, given_test = load_data(cfg)
     if cfg.data.binarize is not None:
@@ -321,11 +330,18 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
         if given_test is not None:
             given_test = given_test.binarize(cfg.data.binarize)
     if cfg.data.min_user_interactions or cfg.data.min_item_interactions:
+        if given_test is not None:
+            raise ConfigError(
+                "data.min_user_interactions / data.min_item_interactions would re-index a "
+                "dataset that comes with its own test set; set them to 0 or use another split"
+            )
         interactions = interactions.filter_min_interactions(
-            min_user=cfg.data.min_user_interactions, min_item=cfg.data.min_item_interactions
+            min_user=max(1, cfg.data.min_user_interactions),
+            min_item=max(1, cfg.data.min_item_interactions),
         )
     full_stats = interactions.stats()
     s = cfg.split
+    min_n = s.min_user_interactions
     if s.method == "given":
         if given_test is None:
             raise ConfigError(
@@ -333,22 +349,31 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
                 "use split=random (or leave_k_out, temporal, strong), or give data.test_path / "
                 "data.test_file"
             )
-        split = rdata.Split(interactions, given_test, None, {"method": "given"})
+        split = Split(interactions, given_test, None, {"method": "given"})
     elif s.method == "random":
-        split = rdata.random_split(interactions, test_fraction=s.test_fraction, seed=s.seed)
+        split = random_holdout(interactions, s.test_fraction, seed=s.seed, min_interactions=min_n)
     elif s.method == "leave_k_out":
-        split = rdata.leave_k_out_split(interactions, k=s.k, seed=s.seed)
+        split = leave_k_out(interactions, s.k, seed=s.seed, min_interactions=max(s.k + 1, min_n))
     elif s.method == "temporal":
-        split = rdata.temporal_split(interactions, quantile=s.cutoff)
+        split = temporal_split(interactions, test_fraction=s.test_fraction)
     else:
-        split = rdata.strong_generalization_split(
-            interactions, test_users=s.test_users, test_fraction=s.test_fraction, seed=s.seed
+        split = strong_generalization(
+            interactions,
+            test_users=s.test_users,
+            eval_fraction=s.test_fraction,
+            seed=s.seed,
+            min_interactions=max(2, min_n),
         )
     fit, validation = split.train, None
     if s.validation > 0 and cfg.eval.every > 0:
-        carved = rdata.random_split(split.train, test_fraction=s.validation, seed=s.seed + 1)
+        carved = validation_split(
+            split.train, "random", test_fraction=s.validation, seed=s.seed + 1,
+            min_interactions=max(2, min_n),
+        )  # fmt: skip
         fit, validation = carved.train, carved.test
     report = dict(split.report or {})
+    if validation is not None:
+        report["validation"] = dict(carved.report)
     return Prepared(full_stats, split.train, split.test, split.fold_in, fit, validation, report)
 
 
@@ -647,6 +672,7 @@ def _train(
     )  # fmt: skip
 
     stopper = EarlyStopping(conf.eval.patience, minimize=conf.eval.minimize)
+    original_overrides = list(overrides or [])
     best: dict[str, Any] = {"model": None}  # factors of the best evaluated epoch so far
     resumed_from: int | None = None
     elapsed_before = 0.0
@@ -655,6 +681,7 @@ def _train(
         stopper.restore(state["early_stopping"])
         resumed_from = len(model.history)
         elapsed_before = float(state.get("train_seconds", 0.0))
+        original_overrides = list(state.get("overrides") or [])
         if best["model"] is None and stopper.best_epoch == resumed_from:
             best["model"] = _snapshot(model)  # the checkpoint's own factors are the best
         logger.info("resuming %s from epoch %d", out, resumed_from)
@@ -714,6 +741,7 @@ def _train(
                         "early_stopping": stopper.state(),
                         "train_seconds": elapsed_before + time.perf_counter() - fit_start,
                         "config": to_dict(conf),
+                        "overrides": original_overrides,
                     },
                 )
             if epoch_hook is not None:
@@ -790,7 +818,8 @@ def _train(
 
         metadata = {
             "config": to_dict(conf),
-            "overrides": list(overrides or []),
+            "overrides": original_overrides,
+            "resume_overrides": None if resumed_from is None else list(overrides or []),
             "objective": {
                 "name": objective,
                 "value": metrics[objective],

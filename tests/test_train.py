@@ -1,0 +1,413 @@
+"""The training pipeline end to end on the tiny synthetic preset (compose API, in-process).
+
+Every artifact is checked against an independent computation: the saved model's scores give the
+reported metrics again by brute force, the saved index returns the brute-force top-k, the
+TensorBoard event files are read back with TensorBoard's own readers, and a run interrupted by
+an exception resumes to exactly the factors of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from recsys import pipeline
+from recsys.als import ALS
+from recsys.config import ConfigError, register_configs, validate
+from recsys.data.interactions import Interactions
+from recsys.tracking import HPARAMS_RUN
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+#: A run that takes about a second: 300 users x 200 items, 4 factors, 4 epochs.
+TINY = [
+    "data.preset=tiny",
+    "als.n_factors=4",
+    "als.iterations=4",
+    "als.regularization=0.05",
+    "als.device=cpu",
+    "eval.k=[5,10]",
+    "eval.objective=recall@10",
+    "eval.patience=0",
+    "checkpoint.every=2",
+    "progress=false",
+    "tracking.projector_max_items=50",
+]
+
+register_configs()
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> pipeline.RunResult:
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    return pipeline.run(compose_cfg(), out)
+
+
+def _brute_force_recall_ndcg(model: ALS, seen, test, k: int) -> tuple[float, float]:
+    """Recall@k (hits / |test items|) and NDCG@k over users with test items, dense float64."""
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    scores = (
+        model.user_embeddings(users).astype(np.float64)
+        @ model.item_embeddings().astype(np.float64).T
+    )
+    seen_dense = seen[users].toarray() > 0
+    scores[seen_dense] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    recalls, ndcgs = [], []
+    for row, u in enumerate(users):
+        truth = set(test.indices[test.indptr[u] : test.indptr[u + 1]].tolist())
+        gains = np.array([1.0 if i in truth else 0.0 for i in top[row]])
+        recalls.append(gains.sum() / len(truth))
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        ndcgs.append((gains * discounts).sum() / discounts[: min(len(truth), k)].sum())
+    return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+# ------------------------------------------------------------------------------ artifacts
+def test_run_writes_every_artifact_and_returns_objective(tiny_run: pipeline.RunResult) -> None:
+    out = tiny_run.output_dir
+    names = {p.name for p in out.iterdir()}
+    assert {"model.npz", "items.faiss", "items.faiss.json", "train.npz", "metrics.json",
+            "metadata.json", "tb"} <= names  # fmt: skip
+    assert "checkpoints" not in names  # removed once the run is complete
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("recall@5", "recall@10", "ndcg@10", "coverage@10", "train_seconds", "epochs"):
+        assert key in metrics, key
+    assert all(isinstance(v, int | float) for v in metrics.values())
+    assert metrics["epochs"] == 4
+    assert tiny_run.objective_name == "recall@10"
+    assert tiny_run.objective == metrics["recall@10"]
+    assert 0.0 < metrics["recall@10"] <= 1.0 and metrics["train_seconds"] > 0
+
+
+def test_metadata_records_config_data_versions_and_history(tiny_run: pipeline.RunResult) -> None:
+    meta = json.loads((tiny_run.output_dir / "metadata.json").read_text())
+    cfg = meta["config"]
+    assert cfg["als"]["n_factors"] == 4 and cfg["als"]["seed"] == 0  # resolved interpolation
+    assert validate(cfg).als.n_factors == 4  # the saved config is a valid config again
+    data = meta["data"]
+    assert data["full"]["n_users"] == 300 and data["full"]["n_items"] == 200
+    # every interaction is in exactly one part, except held-out ones on items unseen in training
+    report = data["split_report"]
+    dropped = report.get("cold_item_interactions_dropped", 0)
+    assert data["train"]["nnz"] + data["test"]["nnz"] + dropped == data["full"]["nnz"]
+    dropped = report["validation"].get("cold_item_interactions_dropped", 0)
+    assert data["fit"]["nnz"] + data["validation"]["nnz"] + dropped == data["train"]["nnz"]
+    assert {"python", "torch", "numpy", "scipy", "faiss"} <= set(meta["versions"])
+    assert meta["device"]["als"] == "cpu"
+    git = meta["git"]
+    assert git is None or len(git["commit"]) == 40
+    history = meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for h in history:
+        assert {"loss", "observed", "unobserved", "regularization", "seconds"} <= set(h)
+        assert h["loss"] == pytest.approx(h["observed"] + h["unobserved"] + h["regularization"])
+    assert [e["epoch"] for e in meta["evaluations"]] == [1, 2, 3, 4]
+    assert meta["best_epoch"] == max(meta["evaluations"], key=lambda e: e["recall@10"])["epoch"]
+
+
+def test_saved_model_reproduces_the_reported_metrics(tiny_run: pipeline.RunResult) -> None:
+    out = tiny_run.output_dir
+    model = ALS.load(out / "model.npz")
+    train = Interactions.load(out / "train.npz")
+    prepared = pipeline.prepare_data(validate(compose_cfg()))
+    # the saved training interactions are the split's (seen items for serving)
+    assert (train.matrix != prepared.train.matrix).nnz == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    recall, ndcg = _brute_force_recall_ndcg(model, prepared.train.matrix, prepared.test.matrix, 10)
+    assert metrics["recall@10"] == pytest.approx(recall, abs=1e-6)
+    assert metrics["ndcg@10"] == pytest.approx(ndcg, abs=1e-6)
+    # the file holds the best evaluated epoch's factors and that epoch's history
+    assert len(model.history) == json.loads((out / "metadata.json").read_text())["best_epoch"]
+
+
+def test_saved_index_returns_the_brute_force_top_k(tiny_run: pipeline.RunResult) -> None:
+    from recsys.index import load_index, read_sidecar
+
+    out = tiny_run.output_dir
+    model = ALS.load(out / "model.npz")
+    index = load_index(out / "items.faiss", model=model, model_path=out / "model.npz")
+    assert read_sidecar(out / "items.faiss")["kind"] == "flat"
+    users = np.arange(0, 300, 7)
+    queries = model.user_embeddings(users)
+    ids, scores = index.search(queries, 10)
+    dense = queries.astype(np.float64) @ model.item_embeddings().astype(np.float64).T
+    want = np.sort(dense, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(dense, ids, axis=1), want, rtol=1e-5, atol=1e-5)
+
+
+def test_tensorboard_events_hold_losses_metrics_histograms_projector_hparams(
+    tiny_run: pipeline.RunResult,
+) -> None:
+    tb = tiny_run.output_dir / "tb"
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    meta = json.loads((tiny_run.output_dir / "metadata.json").read_text())
+    losses = acc.Scalars("loss/total")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    np.testing.assert_allclose(
+        [e.value for e in losses], [h["loss"] for h in meta["history"]], rtol=1e-6
+    )
+    for tag in ("loss/observed", "loss/unobserved", "loss/regularization", "time/epoch_seconds",
+                "validation/recall@10", "test/recall@10"):  # fmt: skip
+        assert tag in tags["scalars"], tag
+    assert {"factors/user_norm", "factors/item_norm"} <= set(tags["histograms"])
+    assert len(acc.Histograms("factors/item_norm")) == 4
+    assert (tb / "projector_config.pbtxt").is_file()
+    (metadata_tsv,) = tb.rglob("metadata.tsv")
+    assert len(metadata_tsv.read_text().splitlines()) == 1 + 50  # header + capped items
+    # hparams: one session in the fixed nested run, with the config and the final metrics
+    runs = sorted(p.name for p in tb.iterdir() if p.is_dir() and p.name != "00004")
+    assert runs == [HPARAMS_RUN]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    starts = []
+    for path in (tb / HPARAMS_RUN).glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    if data.HasField("session_start_info"):
+                        starts.append(data.session_start_info)
+    (start,) = starts
+    assert start.hparams["als.n_factors"].number_value == 4
+    assert start.hparams["als.weighting"].string_value == "hkv"
+    hp = EventAccumulator(str(tb / HPARAMS_RUN))
+    hp.Reload()
+    metrics = json.loads((tiny_run.output_dir / "metrics.json").read_text())
+    assert hp.Scalars("hparam/recall@10")[0].value == pytest.approx(metrics["recall@10"])
+
+
+# ------------------------------------------------------------------------------ scripts
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"_script_{name}", REPO / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recommend_script_serves_unseen_items_with_model_scores(
+    tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recommend = _load_script("recommend")
+    out = tiny_run.output_dir
+    assert recommend.main([f"run_dir={out}", "user=3,17", "k=5", "format=json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    model = ALS.load(out / "model.npz")
+    train = Interactions.load(out / "train.npz")
+    for rec in result["users"]:
+        u = int(train.user_index([int(rec["user"])])[0])
+        items = train.item_index([it["item"] for it in rec["items"]])
+        assert len(items) == 5
+        seen = set(train.matrix.indices[train.matrix.indptr[u] : train.matrix.indptr[u + 1]])
+        assert not seen & set(items.tolist())
+        dense = (
+            model.user_embeddings([u]) @ model.item_embeddings().T
+            + model.user_offsets([u])[:, None]
+        )
+        dense[0, list(seen)] = -np.inf
+        want = np.sort(dense[0])[::-1][:5]
+        np.testing.assert_allclose([it["score"] for it in rec["items"]], want, rtol=1e-5, atol=1e-5)
+    # similar items by id, then a text report
+    assert recommend.main([f"run_dir={out}", "item=12", "k=3"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("items similar to 12") and len(text.strip().splitlines()) == 4
+    # an unknown user is one line on stderr, exit status 2
+    assert recommend.main([f"run_dir={out}", "user=123456"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "123456" in err[0]
+
+
+def test_export_index_rebuilds_with_other_settings(
+    tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.index import load_index, read_sidecar
+
+    export = _load_script("export_index")
+    out = tiny_run.output_dir
+    code = export.main([f"run_dir={out}", "index=hnsw", "index.M=8", "out=hnsw.faiss", "check=50"])
+    assert code == 0
+    assert "recall@10 against exact search on 50 users" in capsys.readouterr().out
+    side = read_sidecar(out / "hnsw.faiss")
+    assert side["kind"] == "hnsw" and side["params"]["M"] == 8
+    model = ALS.load(out / "model.npz")
+    load_index(out / "hnsw.faiss", model=model, model_path=out / "model.npz")
+    assert read_sidecar(out / "items.faiss")["kind"] == "flat"  # the served index is untouched
+    assert export.main([f"run_dir={out}", "index.type=annoy"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: index.type=annoy: must be one of flat, ivf, hnsw, factory"
+    )
+
+
+# ------------------------------------------------------------------------------ early stopping
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, monkeypatch) -> None:
+    """Scripted validation values 0.1, 0.3, 0.2, 0.25 with patience 2: stop after epoch 4 and
+    keep epoch 2's factors, which equal a 2-epoch run's."""
+    scripted = iter([0.1, 0.3, 0.2, 0.25])
+    real = pipeline.evaluate_model
+
+    def fake(model, conf, seen, truth, **kwargs):
+        value = next(scripted, None)
+        if value is None:  # the final test evaluation
+            return real(model, conf, seen, truth, **kwargs)
+        return {"recall@10": value, "recall@5": value}
+
+    monkeypatch.setattr(pipeline, "evaluate_model", fake)
+    cfg = compose_cfg("als.iterations=8", "eval.patience=2", "checkpoint.every=0")
+    result = pipeline.run(cfg, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert [e["epoch"] for e in meta["evaluations"]] == [1, 2, 3, 4]
+    assert meta["best_epoch"] == 2 and result.metrics["best_epoch"] == 2
+    assert result.metrics["epochs"] == 4 and len(meta["history"]) == 4
+    assert result.metrics["validation_recall@10"] == 0.3
+    kept = ALS.load(tmp_path / "run" / "model.npz")
+    conf = validate(cfg)
+    two = ALS(**{**pipeline._als_kwargs(conf), "iterations": 2})
+    two.fit(pipeline.prepare_data(conf).fit)
+    assert torch.equal(kept.user_factors, two.user_factors)
+    assert torch.equal(kept.item_factors, two.item_factors)
+
+
+def test_early_stopping_state_machine() -> None:
+    stop = pipeline.EarlyStopping(patience=2, minimize=True)
+    assert stop.update(1, 1.0, {}) and stop.update(2, 0.9, {})
+    assert not stop.update(3, 0.95, {}) and not stop.should_stop
+    assert not stop.update(4, float("nan"), {}) and stop.should_stop
+    assert (stop.best_epoch, stop.best_value) == (2, 0.9)
+    never = pipeline.EarlyStopping(patience=0)
+    for e in range(1, 6):
+        never.update(e, 0.0, {})
+    assert not never.should_stop and never.best_epoch == 1
+
+
+# ------------------------------------------------------------------------------ resume
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_factors(
+    tiny_run: pipeline.RunResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+
+    def kill_after_epoch_3(epoch: int, *_: object) -> None:
+        if epoch == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pipeline.run(compose_cfg(), out, epoch_hook=kill_after_epoch_3)
+    # nothing final was written; the checkpoint after epoch 2 is complete
+    assert not (out / "metrics.json").exists() and not (out / "model.npz").exists()
+    assert (out / "checkpoints" / "LATEST").read_text().strip() == "epoch-00002"
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+
+    resumed = pipeline.run(compose_cfg("resume=true"), out)
+    assert resumed.resumed_from == 2
+    want = ALS.load(tiny_run.output_dir / "model.npz")
+    got = ALS.load(out / "model.npz")
+    for name in ("user_factors", "item_factors"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    expected = {k: v for k, v in tiny_run.metrics.items() if k != "train_seconds"}
+    assert {k: v for k, v in resumed.metrics.items() if k != "train_seconds"} == expected
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["resumed_from_epoch"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    # resuming a complete run does nothing and reports its objective
+    again = pipeline.run(compose_cfg("resume=true"), out)
+    assert again.skipped and again.objective == resumed.objective
+
+
+def test_resume_keeps_the_checkpoint_config_and_rejects_conflicts(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    def stop(epoch: int, *_: object) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pipeline.run(compose_cfg("als.n_factors=3"), out, epoch_hook=stop)
+    # a typed override that contradicts the checkpoint is refused, in one line
+    with pytest.raises(
+        ConfigError, match=r"^cannot resume .*als\.n_factors \(checkpoint 3, now 5\)"
+    ):
+        pipeline.run(
+            compose_cfg("als.n_factors=5", "resume=true"),
+            out,
+            overrides=["als.n_factors=5", "resume=true"],
+        )
+    # `resume=true` alone continues with the checkpoint's settings (3 factors, not the default 4)
+    result = pipeline.run(compose_cfg("resume=true"), out, overrides=["resume=true"])
+    assert result.resumed_from == 2
+    assert ALS.load(out / "model.npz").n_factors == 3
+
+
+def test_checkpointer_is_atomic_and_keeps_only_the_latest(tmp_path: Path) -> None:
+    model = ALS(n_factors=2, iterations=1, use_bias=False, device="cpu")
+    from scipy import sparse
+
+    model.fit(sparse.random(6, 5, density=0.5, format="csr", dtype=np.float32, random_state=0))
+    ck = pipeline.Checkpointer(tmp_path / "checkpoints")
+    assert ck.latest() is None and ck.load() is None
+    ck.save(1, model, None, {"epoch": 1, "early_stopping": {}, "config": {}})
+
+    class Broken:
+        def save(self, path: Path) -> None:
+            Path(path).write_bytes(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        ck.save(2, model, Broken(), {"epoch": 2})
+    assert ck.latest() == tmp_path / "checkpoints" / "epoch-00001"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00001"]
+    ck.save(3, model, model, {"epoch": 3})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00003"]
+    loaded, best, state = ck.load()
+    assert state == {"epoch": 3} and best is not None
+    assert torch.equal(loaded.item_factors, model.item_factors)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    pipeline.atomic_write_json(target, {"a": 1})
+    with pytest.raises(TypeError), pipeline.atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise TypeError("boom")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+# ------------------------------------------------------------------------------ explicit
+def test_explicit_run_reports_rmse_that_the_model_reproduces(tmp_path: Path) -> None:
+    cfg = compose_cfg("als=explicit", "als.n_factors=4", "als.iterations=3", "eval=rating",
+                      "eval.objective=rmse", "eval.k=[10]", "eval.patience=0")  # fmt: skip
+    result = pipeline.run(cfg, tmp_path / "run")
+    assert result.objective_name == "rmse"
+    metrics = result.metrics
+    assert {"rmse", "mae", "recall@10"} <= set(metrics)
+    model = ALS.load(tmp_path / "run" / "model.npz")
+    test = pipeline.prepare_data(validate(cfg)).test.matrix.tocoo()
+    pred = model.predict(test.row, test.col).astype(np.float64)
+    rmse = float(np.sqrt(np.mean((pred - test.data) ** 2)))
+    assert metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
+    assert metrics["rmse"] < 1.5  # ratings are 1..5 with sd about 1.2: the model learned something

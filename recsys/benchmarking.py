@@ -181,8 +181,10 @@ def _load_raw(info: Mapping[str, Any], data_root: Path, seed: int) -> tuple[Any,
     if mult > 1:
         overrides["n_users"] = preset["n_users"] * mult
         overrides["n_interactions"] = preset["n_interactions"] * mult
+    from recsys.data.splits import random_holdout
+
     full = synthetic_preset(info["preset"], seed=seed, **overrides)
-    return _train_test(rdata.random_split(full, test_fraction=0.2, seed=seed))
+    return _train_test(random_holdout(full, test_fraction=0.2, seed=seed))
 
 
 def _aligned(train: sp.csr_matrix, test: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -621,10 +623,15 @@ def run_in_process(spec: RunSpec) -> dict[str, Any]:
     The peak memory is then the whole process's peak so far, not the run's own: the result says
     so with ``isolated=False``.
     """
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         result = run_spec(spec)
     except Exception as exc:
         return _failed(spec, f"{type(exc).__name__}: {exc}")
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting as it was
     result["isolated"] = False
     return result
 

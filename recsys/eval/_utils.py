@@ -31,7 +31,7 @@ def as_float_tensor(
     x: ArrayLike, name: str, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``x`` as a 2-D floating tensor on ``device`` (no copy when it already is one)."""
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (rows x factors) array, got shape {tuple(t.shape)}")
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
@@ -41,7 +41,7 @@ def as_float_tensor(
 
 def as_id_tensor(ids: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
     """Top-k / candidate ids as an int64 tensor (U, K) on ``device``; -1 marks an empty slot."""
-    t = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids))
+    t = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ids))
     if t.ndim == 1:
         t = t[:, None]
     if t.ndim != 2:
@@ -55,7 +55,7 @@ def as_vector(x: ArrayLike | None, name: str, n: int, device: torch.device) -> t
     """A 1-D float32 tensor of length ``n`` (or None)."""
     if x is None:
         return None
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     t = t.reshape(-1)
     if t.numel() != n:
         raise ValueError(f"{name} must have one value per row ({n}), got {t.numel()}")

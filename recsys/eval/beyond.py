@@ -81,7 +81,11 @@ def gini_from_counts(counts: ArrayLike) -> float:
 
     G = sum_i (2i - n - 1) x_(i) / (n sum x) with x sorted ascending, i = 1..n. NaN when all zero.
     """
-    x = counts if isinstance(counts, torch.Tensor) else torch.from_numpy(np.asarray(counts))
+    x = (
+        counts
+        if isinstance(counts, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(counts))
+    )
     x = torch.sort(x.reshape(-1).to(torch.float64)).values
     n = x.numel()
     total = x.sum()
@@ -179,7 +183,7 @@ def _normalized_features(
     f = (
         item_features
         if isinstance(item_features, torch.Tensor)
-        else torch.from_numpy(np.asarray(item_features))
+        else torch.from_numpy(np.ascontiguousarray(item_features))
     )
     if f.ndim != 2:
         raise ValueError(f"item_features must be 2-D (items x features), got {tuple(f.shape)}")

@@ -20,6 +20,7 @@ from recsys.eval._utils import (
     as_float_tensor,
     as_id_tensor,
     canonical_csr,
+    first_occurrence,
     relevant_csr,
     resolve_device,
 )
@@ -27,7 +28,7 @@ from recsys.eval.beyond import BEYOND_METRICS, beyond_accuracy_metrics
 from recsys.eval.ranking import (
     RANKING_METRICS,
     check_ks,
-    hit_matrix,
+    membership,
     ranking_metrics,
     recall_vs_exact,
 )
@@ -201,7 +202,8 @@ def drop_excluded(
 ) -> torch.Tensor:
     """Remove each user's excluded items (e.g. seen items) from candidate lists, keeping order.
 
-    The remaining ids move left and the freed slots at the end become -1. ``users`` gives the row
+    Repeated ids are dropped too (the first occurrence stays). The remaining ids move left and the
+    freed slots at the end become -1. ``users`` gives the row
     of ``exclude`` for each list (default: list u is row u). Useful for over-fetched ANN results.
     """
     dev = resolve_device(device, candidate_ids)
@@ -210,8 +212,7 @@ def drop_excluded(
     rows = _scope(users, csr.shape[0]) if users is not None else np.arange(csr.shape[0])
     if rows.size != ids.shape[0]:
         raise ValueError(f"{ids.shape[0]} candidate lists but {rows.size} users")
-    in_excluded = hit_matrix(ids, csr, rows, dev)
-    keep = (ids >= 0) & ~in_excluded
+    keep = first_occurrence(ids) & ~membership(ids, csr, rows, dev)
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
     return torch.where(keep, ids, -1).gather(1, order)
 

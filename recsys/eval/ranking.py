@@ -90,26 +90,35 @@ def _row_index(users: ArrayLike | None, n_rows: int, n_lists: int, dev: torch.de
     return u
 
 
+def membership(
+    ids: torch.Tensor, matrix: sp.csr_matrix, rows: np.ndarray, dev: torch.device
+) -> torch.Tensor:
+    """Boolean (U, K): slot j of list u holds an item stored in row ``rows[u]`` of ``matrix``.
+
+    ``matrix`` must be canonical (sorted indices); -1 slots are never members.
+    """
+    n_items = matrix.shape[1]
+    if ids.numel() and int(ids.max()) >= n_items:
+        raise ValueError(
+            f"an id list holds item {int(ids.max())} but the matrix has {n_items} items"
+        )
+    counts = np.diff(matrix.indptr).astype(np.int64)
+    keys = torch.from_numpy(
+        np.repeat(np.arange(matrix.shape[0], dtype=np.int64), counts) * n_items
+        + matrix.indices.astype(np.int64)
+    ).to(dev)
+    if keys.numel() == 0:
+        return torch.zeros(ids.shape, dtype=torch.bool, device=dev)
+    query = torch.from_numpy(rows).to(dev)[:, None] * n_items + ids.clamp(min=0)
+    pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+    return (ids >= 0) & (keys[pos] == query)
+
+
 def hit_matrix(
     ids: torch.Tensor, test: sp.csr_matrix, rows: np.ndarray, dev: torch.device
 ) -> torch.Tensor:
     """Boolean (U, K): slot j of list u holds an item in test row ``rows[u]`` (first time seen)."""
-    n_items = test.shape[1]
-    if ids.numel() and int(ids.max()) >= n_items:
-        raise ValueError(
-            f"an id list holds item {int(ids.max())} but the test matrix has {n_items} items"
-        )
-    counts = np.diff(test.indptr).astype(np.int64)
-    keys = torch.from_numpy(
-        np.repeat(np.arange(test.shape[0], dtype=np.int64), counts) * n_items
-        + test.indices.astype(np.int64)
-    ).to(dev)
-    valid = first_occurrence(ids)
-    if keys.numel() == 0:
-        return torch.zeros_like(valid)
-    query = torch.from_numpy(rows).to(dev)[:, None] * n_items + ids.clamp(min=0)
-    pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
-    return valid & (keys[pos] == query)
+    return membership(ids, test, rows, dev) & first_occurrence(ids)
 
 
 def per_user_metrics(

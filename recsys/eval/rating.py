@@ -58,8 +58,8 @@ def predict_entries(
     u = as_float_tensor(user_vectors, "user_vectors", dev)
     v = as_float_tensor(item_vectors, "item_vectors", dev)
     off = as_vector(user_offsets, "user_offsets", u.shape[0], dev)
-    r = torch.as_tensor(np.asarray(rows, dtype=np.int64).reshape(-1), device=dev)
-    c = torch.as_tensor(np.asarray(cols, dtype=np.int64).reshape(-1), device=dev)
+    r = torch.as_tensor(np.ascontiguousarray(rows, dtype=np.int64).reshape(-1), device=dev)
+    c = torch.as_tensor(np.ascontiguousarray(cols, dtype=np.int64).reshape(-1), device=dev)
     if r.shape != c.shape:
         raise ValueError("rows and cols must have the same length")
     out = torch.empty(r.numel(), dtype=torch.float64, device=dev)

@@ -176,7 +176,7 @@ def test_defaults() -> None:
     assert default_nlist(1_000_000) == 4000
     assert default_nlist(1000) == 25  # capped so each list has ~39 training points
     assert default_nlist(10) == 1
-    assert default_nprobe(4000) == 125 and default_nprobe(3) == 1
+    assert default_nprobe(4000) == 250 and default_nprobe(3) == 1
     assert build_index(ITEMS, "ivf").mips_to_l2 is DEFAULT_MIPS_TO_L2["ivf"]
     assert build_index(ITEMS, "hnsw", hnsw_m=8).mips_to_l2 is DEFAULT_MIPS_TO_L2["hnsw"]
     assert build_index(ITEMS, "flat").mips_to_l2 is False

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MIPS-to-L2 variants to run",
     )
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(N))")
-    p.add_argument("--nprobe", type=_ints, default=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    p.add_argument("--nprobe", type=_ints, default=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
     p.add_argument("--ef-search", type=_ints, default=(16, 32, 64, 128, 256, 512, 1024))
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=100)

@@ -279,7 +279,7 @@ def als_model():
     rng = np.random.default_rng(0)
     matrix = sp.random(90, 250, density=0.06, format="csr", random_state=3, dtype=np.float32)
     matrix.data[:] = 1 + rng.integers(0, 3, matrix.nnz)
-    model = ALS(n_factors=6, iterations=2, use_bias=True, device="cpu", seed=0).fit(matrix)
+    model = ALS(n_factors=6, iterations=1, use_bias=True, device="cpu", seed=0).fit(matrix)
     return model, matrix
 
 

@@ -255,7 +255,9 @@ class RunSpec:
     """Everything one benchmark run needs (JSON-serialisable: it travels to a child process).
 
     ``target`` switches on time-to-quality: evaluate after every epoch and stop as soon as
-    Recall@20 reaches it. ``evaluate=False`` skips the final evaluation (scaling runs).
+    Recall@20 reaches it, or (with ``patience``) once that many evaluations in a row have not
+    improved on the best Recall@20, as early stopping would. ``evaluate=False`` skips the final
+    evaluation (scaling runs).
     """
 
     dataset: dict[str, Any]
@@ -272,6 +274,7 @@ class RunSpec:
     seed: int = 0
     evaluate: bool = True
     target: float | None = None
+    patience: int | None = None
     eval_device: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
 
@@ -280,6 +283,8 @@ class RunSpec:
             raise ValueError(f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
         if self.factors < 1 or self.iterations < 1 or self.threads < 1:
             raise ValueError("factors, iterations and threads must all be >= 1")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 (or None), got {self.patience}")
 
     @property
     def library(self) -> str:
@@ -499,7 +504,10 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
         eval_total += now - e0
         curve.append({"epoch": epoch, "seconds": now - t0, **metrics})
         resumed = time.perf_counter()
-        return metrics[RECALL] >= spec.target
+        if metrics[RECALL] >= spec.target:
+            return True
+        best = max(range(len(curve)), key=lambda j: curve[j][RECALL])
+        return spec.patience is not None and len(curve) - 1 - best >= spec.patience
 
     if library == "ours":
 
@@ -551,6 +559,9 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
         result["target"] = spec.target
         result["curve"] = curve
         result["reached"] = bool(reached)
+        result["stopped"] = (
+            "target" if reached else "iterations" if len(curve) >= spec.iterations else "patience"
+        )
         result["seconds_to_target"] = reached[0]["seconds"] if reached else None
         result["eval_seconds"] = eval_total
         best = max(curve, key=lambda c: c[RECALL]) if curve else {}
@@ -894,7 +905,7 @@ def ttq_table(results: Sequence[Mapping[str, Any]]) -> str:
                 r["device"],
                 r["factors"],
                 r["target"],
-                epoch if epoch is not None else f"no (of {r['epochs']})",
+                epoch if epoch is not None else f"no ({r['stopped']}, {len(r['curve'])} epochs)",
                 r.get("seconds_to_target"),
                 r.get(RECALL),
                 r.get("eval_seconds"),

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--ttq-factors", nargs="+", type=int, default=None, help="default: --factors")
     g.add_argument("--ttq-iterations", type=int, default=15, help="most epochs to try")
+    g.add_argument(
+        "--ttq-patience",
+        type=int,
+        default=2,
+        help="give up after this many epochs without a better Recall@20 (0: never)",
+    )
     g = p.add_argument_group("scaling")
     g.add_argument("--scaling-base", default="synthetic:small")
     g.add_argument("--scaling-multiples", nargs="+", type=int, default=[1, 4, 16])
@@ -409,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "ttq" in args.mode:
         datasets = args.ttq_datasets or ["gowalla"]
         factors = args.ttq_factors or args.factors
+        patience = args.ttq_patience or None
         specs = [
-            bench.spec(d, m, f, args.ttq_iterations, target=args.target)
+            bench.spec(d, m, f, args.ttq_iterations, target=args.target, patience=patience)
             for d in datasets
             for f in factors
             for m in args.ttq_models

@@ -3,7 +3,9 @@ claims it prints (implicit and ours-hkv minimise the same objective)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import itertools
 import json
 import math
 from pathlib import Path
@@ -89,7 +91,13 @@ def test_smoke_time_to_quality_curves(smoke):
             assert reached and reached[0] == curve[-1]
             assert r["seconds_to_target"] == pytest.approx(curve[-1]["seconds"])
         else:
-            assert not reached and r["seconds_to_target"] is None and len(curve) == 3
+            assert not reached and r["seconds_to_target"] is None
+            assert r["stopped"] in ("iterations", "patience")
+            best = int(np.argmax([c["recall@20"] for c in curve]))
+            if r["stopped"] == "patience":  # two evaluations in a row without a new best
+                assert len(curve) - 1 - best == 2
+            else:
+                assert len(curve) == 3
     ours = next(r for r in doc["ttq"] if r["model"] == "ours-ials")
     imp = next(r for r in doc["ttq"] if r["model"] == "implicit-cg")
     if ours["reached"] and imp["reached"]:
@@ -337,3 +345,30 @@ def test_prepared_dataset_is_cached_and_binary(tmp_path):
     again = bm.prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache", seed=1)
     assert again == meta
     assert math.isfinite(meta["prepare_seconds"])
+
+
+@pytest.mark.parametrize("model", ["ours-ials", "implicit-cg"])
+def test_time_to_quality_gives_up_on_an_unreachable_target(tmp_path, model):
+    meta = bm.prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache")
+    hyper = dataclasses.asdict(bm.dataset_defaults("synthetic:tiny"))
+    spec = bm.RunSpec(
+        dataset=meta,
+        model=model,
+        factors=4,
+        iterations=6,
+        threads=1,
+        hyper=hyper,
+        target=1.01,
+        patience=1,
+    )
+    r = bm.run_in_process(spec)
+    assert r.get("error") is None
+    assert not r["reached"] and r["seconds_to_target"] is None
+    recalls = [c["recall@20"] for c in r["curve"]]
+    assert len(recalls) == r["epochs"]  # one evaluation per trained epoch
+    if r["stopped"] == "patience":  # the last evaluation did not beat the best before it
+        assert len(recalls) < 6 and recalls[-1] <= max(recalls[:-1])
+    else:
+        assert r["stopped"] == "iterations" and len(recalls) == 6
+        assert all(b > a for a, b in itertools.pairwise(recalls[:-1]))
+    assert r["recall@20"] == max(recalls)

@@ -187,6 +187,7 @@ class DataConfig:
     value_col: str | None = None
     timestamp_col: str | None = None
     sep: str | None = None
+    header: bool = True
     binarize: float | None = None
     min_user_interactions: int = 0
     min_item_interactions: int = 0
@@ -393,6 +394,27 @@ class TrainConfig:
                 self.eval.objective,
                 "rating metrics need als.weighting=explicit; use a ranking metric such as "
                 f"recall@{self.eval.k[-1]}",
+            )
+        d = self.data
+        if (d.train_file is None) != (d.test_file is None) and d.source == "movielens":
+            _fail("data.test_file", d.test_file, "give data.train_file and data.test_file together")
+        own_test = (
+            d.source == "lightgcn"
+            or (d.source == "movielens" and d.train_file is not None)
+            or (d.source == "files" and d.test_path is not None)
+        )
+        if own_test and self.split.method != "given":
+            _fail(
+                "split.method",
+                self.split.method,
+                f"data.source={d.source} comes with its own test set here; use split=given",
+            )
+        if not own_test and self.split.method == "given":
+            _fail(
+                "split.method",
+                "given",
+                f"data.source={d.source} has no test set of its own here; use split=random, "
+                "leave_k_out, temporal or strong (or give data.test_file / data.test_path)",
             )
         if self.eval.refit and self.eval.every == 0:
             _fail("eval.refit", True, "needs eval.every >= 1 (refit uses the best evaluated epoch)")

@@ -276,15 +276,18 @@ def _resolve_path(path: str | None) -> Path | None:
 
 
 def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
-    """``(interactions, given_test_or_None)`` from ``cfg.data``; raises DataError on bad input."""
+    """``(interactions, given_split_or_None)`` from ``cfg.data``; raises DataError on bad input.
+
+    Sources with a test set of their own (LightGCN folders, MovieLens ``train_file`` /
+    ``test_file``, a table with ``test_path``) return it as a ``Split``; ``interactions`` is then
+    its training part.
+    """
+    from recsys import data as rdata
+
     d = cfg.data
     path = _resolve_path(d.path)
     if d.source == "synthetic":
-        from recsys.data.synthetic import synthetic_preset
-
-        return synthetic_preset(d.preset, seed=d.seed), None
-    from recsys import data as rdata
-
+        return rdata.synthetic_preset(d.preset, seed=d.seed), None
     if d.source == "movielens":
         result = rdata.load_movielens(
             path,
@@ -295,27 +298,32 @@ def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
             test_file=d.test_file,
         )
     elif d.source == "lightgcn":
-        result = rdata.load_lightgcn(path)
+        kwargs = {k: v for k, v in (("train_file", d.train_file), ("test_file", d.test_file)) if v}
+        result = rdata.load_lightgcn(path, **kwargs)
     else:
+
+        def column(name: str | None) -> str | int | None:
+            positional = name is not None and not d.header and name.isdigit()
+            return int(name) if positional else name
+
         result = rdata.load_table(
             path,
-            user_col=d.user_col,
-            item_col=d.item_col,
-            value_col=d.value_col,
-            timestamp_col=d.timestamp_col,
+            user_col=column(d.user_col),
+            item_col=column(d.item_col),
+            value_col=column(d.value_col),
+            timestamp_col=column(d.timestamp_col),
             sep=d.sep,
+            header=d.header,
             test_path=_resolve_path(d.test_path),
         )
-    if isinstance(result, tuple):
-        return result[0], result[1]
-    if hasattr(result, "train") and hasattr(result, "test"):
-        return result.train, result.test
+    if isinstance(result, rdata.Split):
+        return result.train, result
     return result, None
 
 
 def prepare_data(cfg: TrainConfig) -> Prepared:
     """Load, clean, split and carve the validation split, as configured."""
-    from recsys.data.splits import (
+    from recsys.data import (
         Split,
         leave_k_out,
         random_holdout,
@@ -324,13 +332,14 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
         validation_split,
     )
 
-    interactions, given_test = load_data(cfg)
+    interactions, given = load_data(cfg)
+    given_test = None if given is None else given.test
     if cfg.data.binarize is not None:
         interactions = interactions.binarize(cfg.data.binarize)
         if given_test is not None:
             given_test = given_test.binarize(cfg.data.binarize)
     if cfg.data.min_user_interactions or cfg.data.min_item_interactions:
-        if given_test is not None:
+        if given is not None:
             raise ConfigError(
                 "data.min_user_interactions / data.min_item_interactions would re-index a "
                 "dataset that comes with its own test set; set them to 0 or use another split"
@@ -340,16 +349,21 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
             min_item=max(1, cfg.data.min_item_interactions),
         )
     full_stats = interactions.stats()
+    if given is not None and cfg.split.method != "given":
+        raise ConfigError(
+            f"data.source={cfg.data.source} comes with its own test set; use split=given (or "
+            "load the data without train_file/test_file/test_path to split it yourself)"
+        )
     s = cfg.split
     min_n = s.min_user_interactions
     if s.method == "given":
-        if given_test is None:
+        if given is None:
             raise ConfigError(
                 f"split.method=given: data.source={cfg.data.source} has no test set of its own; "
                 "use split=random (or leave_k_out, temporal, strong), or give data.test_path / "
                 "data.test_file"
             )
-        split = Split(interactions, given_test, None, {"method": "given"})
+        split = Split(interactions, given_test, None, {"method": "given", **given.report})
     elif s.method == "random":
         split = random_holdout(interactions, s.test_fraction, seed=s.seed, min_interactions=min_n)
     elif s.method == "leave_k_out":

@@ -53,6 +53,7 @@ def test_default_config_matches_schema_defaults_where_not_overridden() -> None:
         (["split=strong"], lambda c: c.split.method == "strong"),
         (["split=temporal"], lambda c: c.split.method == "temporal"),
         (["data=files", "data.path=x.csv"], lambda c: c.data.source == "files"),
+        (["data=lightgcn", "data.path=/d", "split=given"], lambda c: c.split.method == "given"),
         (["eval.k=[5,50]", "eval.objective=ndcg@50"], lambda c: c.eval.k == [5, 50]),
     ],
 )
@@ -93,6 +94,7 @@ def test_experiments_resolve_data_paths_against_the_repo(tmp_path: Path, monkeyp
         ("data=netflix", "data=netflix: unknown option; must be one of files, lightgcn,"),
         ("data.preset=huge", "data.preset=huge: must be one of tiny, small, medium, ml20m"),
         ("data=lightgcn", "data.path=null: data.source=lightgcn needs a path"),
+        ("split=given", "split.method=given: data.source=synthetic has no test set of its own"),
         ("split.test_fraction=1.5", "split.test_fraction=1.5: must be a number in (0, 1)"),
         ("split.validation=1", "split.validation=1.0: must be a fraction in [0, 1)"),
         ("eval.k=20", "eval.k=20: must be a list, e.g. [10,20]"),
@@ -180,6 +182,14 @@ def test_latest_unfinished_run_and_run_dir_resolver(tmp_path: Path) -> None:
     assert cfg.d == str(root / "x" / "y")
     cfg.run_dir = "/somewhere"
     assert cfg.d == "/somewhere"
+
+
+def test_data_with_its_own_test_set_needs_split_given() -> None:
+    message = check_overrides(["data=lightgcn", "data.path=/d"], config_dir=CONF)
+    assert message == (
+        "split.method=random: data.source=lightgcn comes with its own test set here; use "
+        "split=given"
+    )
 
 
 def test_metric_names_match_recsys_eval() -> None:

@@ -189,7 +189,7 @@ def test_require_nonnegative_names_an_example_and_the_fix():
         require_nonnegative(x)
     msg = str(err.value)
     assert "ratings.csv" in msg and "1 of 2 values are negative" in msg
-    assert "user b" in msg and "binarize" in msg
+    assert "user b" in msg and "Binarize" in msg
     with pytest.raises(DataError, match="negative"):
         to_implicit(x, "confidence")
     require_nonnegative(to_implicit(x, "binary", threshold=0.0))

@@ -48,5 +48,6 @@ class DataError(ValueError):
             where = f"line {self.line}: "
         text = where + self.problem.rstrip(".") + "."
         if self.fix:
-            text += " " + self.fix.rstrip(".") + "."
+            fix = self.fix.rstrip(".")
+            text += " " + fix[:1].upper() + fix[1:] + "."
         return text

@@ -359,7 +359,8 @@ def report(bench: Bench) -> str:
         "s/epoch: median per-epoch solve time (ours: `model.history`, which excludes our exact "
         "loss; implicit: its fit callback's per-epoch time). fit s: wall clock of `fit` (ours "
         "includes computing the exact loss every epoch). Peak RSS: `ru_maxrss` of the run's "
-        f"process (Python, torch and the data included). Ratios: ours / {REFERENCE_MODEL} at the "
+        "process at the end of fit (Python, torch and the data included; the final evaluation "
+        f"is not). Ratios: ours / {REFERENCE_MODEL} at the "
         "same dataset, device, factors and iterations, measured in this run.",
     ]
     for why in bench.skipped:
@@ -390,7 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is None:
         args.out = REPO / "outputs" / "benchmark" / time.strftime("%Y-%m-%d-%H%M%S")
     for name in [*args.datasets, *(args.ttq_datasets or []), args.scaling_base]:
-        parse_dataset(name)  # fail fast on a typo, before hours of running
+        try:
+            parse_dataset(name)  # fail fast on a typo, before hours of running
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
     if args.device.startswith("cuda"):

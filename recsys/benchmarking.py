@@ -202,10 +202,22 @@ def _aligned(train: sp.csr_matrix, test: sp.csr_matrix) -> tuple[sp.csr_matrix, 
     return train, test
 
 
+def _data_code_hash() -> str:
+    """A short hash of the data-layer source: a changed loader or generator voids the cache."""
+    import hashlib
+
+    digest = hashlib.sha1(usedforsecurity=False)
+    for path in sorted((Path(__file__).parent / "data").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def prepare_dataset(
     name: str, data_root: str | os.PathLike, cache_dir: str | os.PathLike, seed: int = 0
 ) -> dict[str, Any]:
     """Load (or generate) a dataset once, binarize it and cache train/test as ``.npz`` files.
+
+    The cache key holds the name, the seed and a hash of ``recsys/data``'s source code.
 
     Returns a JSON-friendly description: ``name``, ``train``/``test`` file paths and the shape,
     nnz and user counts. Child processes read the cached files with :func:`load_prepared`.
@@ -213,7 +225,7 @@ def prepare_dataset(
     info = parse_dataset(name)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + f"-seed{seed}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + f"-seed{seed}-{_data_code_hash()}"
     train_path, test_path = cache / f"{stem}.train.npz", cache / f"{stem}.test.npz"
     meta_path = cache / f"{stem}.json"
     if train_path.is_file() and test_path.is_file() and meta_path.is_file():

@@ -411,3 +411,30 @@ def test_explicit_run_reports_rmse_that_the_model_reproduces(tmp_path: Path) -> 
     rmse = float(np.sqrt(np.mean((pred - test.data) ** 2)))
     assert metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
     assert metrics["rmse"] < 1.5  # ratings are 1..5 with sd about 1.2: the model learned something
+
+
+# ------------------------------------------------------------------------- strong generalization
+def test_strong_generalization_folds_in_held_out_users(tmp_path: Path) -> None:
+    cfg = compose_cfg("split=strong", "split.test_users=0.2", "eval.every=0", "checkpoint.every=0")
+    result = pipeline.run(cfg, tmp_path / "run")
+    prepared = pipeline.prepare_data(validate(cfg))
+    assert prepared.fold_in is not None and prepared.validation is None
+    held_out = np.flatnonzero(np.diff(prepared.test.matrix.indptr) > 0)
+    assert np.diff(prepared.train.matrix.indptr)[held_out].sum() == 0  # never seen in training
+    assert result.metrics["n_users_evaluated"] == held_out.size
+    model = ALS.load(tmp_path / "run" / "model.npz")
+    # brute force: fold the held-out users in, rank every item except their fold-in history
+    rows = prepared.fold_in.matrix[held_out]
+    users = model.fold_in(rows).astype(np.float64)
+    scores = users @ model.item_embeddings().astype(np.float64).T
+    scores[rows.toarray() > 0] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    test = prepared.test.matrix[held_out]
+    recall = np.mean(
+        [
+            len(set(top[r].tolist()) & set(test.indices[test.indptr[r] : test.indptr[r + 1]]))
+            / (test.indptr[r + 1] - test.indptr[r])
+            for r in range(held_out.size)
+        ]
+    )
+    assert result.metrics["recall@10"] == pytest.approx(recall, abs=1e-6)

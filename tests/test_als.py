@@ -410,3 +410,14 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
     ids, scores = model.similar_items([4, 8], k=6)
     np.testing.assert_array_equal(ids, brute_force_top(cosine, 6))
     np.testing.assert_allclose(scores, np.take_along_axis(cosine, ids, 1), rtol=1e-5)
+
+
+def test_loss_can_be_skipped_without_changing_the_factors():
+    matrix = sp.csr_matrix(random_matrix(seed=16))
+    with_loss = ALS(n_factors=6, iterations=3).fit(matrix)
+    seen = []
+    without = ALS(n_factors=6, iterations=3, calculate_loss=False)
+    without.fit(matrix, callback=lambda epoch, loss, seconds, model: seen.append(loss))
+    assert torch.equal(with_loss.item_factors, without.item_factors)
+    assert len(seen) == 3 and all(np.isnan(seen))
+    assert all(h["seconds"] > 0 for h in without.history)

@@ -40,16 +40,19 @@ def als_loss(
     global_bias: float,
     weighting: Weighting,
     bias_reg_ratio: float,
-    chunk_size: int = 1 << 20,
+    memory_budget_bytes: int = 1 << 28,
 ) -> dict[str, float]:
     """Loss components: `observed`, `unobserved`, `regularization` and their sum `loss`.
 
     `observed` is the full weighted error on the observed entries, `unobserved` the all-pairs term
-    on the rest; `bias_reg_ratio` = bias_regularization / regularization.
+    on the rest; `bias_reg_ratio` = bias_regularization / regularization. The observed scores are
+    computed in chunks of nonzeros whose gathered factors fit in `memory_budget_bytes`.
     """
     a = weighting.all_pairs_weight
     obs_quadratic = 0.0  # sum over observed of d s^2 - 2 g s + e
     obs_square = 0.0  # sum over observed of s^2
+    row_bytes = 2 * users.factors.shape[1] * users.factors.element_size() + 64
+    chunk_size = max(1024, memory_budget_bytes // row_bytes)
     for start in range(0, rows.shape[0], chunk_size):
         u, i, v = (t[start : start + chunk_size] for t in (rows, cols, values))
         s = (users.factors[u] * items.factors[i]).sum(1) + global_bias

@@ -97,6 +97,8 @@ class ALS:
         seed: seeds the initialisation; same seed and device give identical factors.
         memory_budget_mb: bound on the solver's working memory per batch of rows.
         init_std: standard deviation of the initial factors (default 0.1 / sqrt(f)).
+        calculate_loss: compute the exact loss after every epoch (history, callback). Costs one
+            pass over the nonzeros; turn off when only speed matters (the loss is then NaN).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class ALS:
         seed: int = 0,
         memory_budget_mb: float = 1024.0,
         init_std: float | None = None,
+        calculate_loss: bool = True,
     ) -> None:
         if isinstance(n_factors, bool) or not isinstance(n_factors, int | np.integer):
             raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
@@ -158,6 +161,7 @@ class ALS:
             "seed": int(seed),
             "memory_budget_mb": float(memory_budget_mb),
             "init_std": None if init_std is None else float(init_std),
+            "calculate_loss": bool(calculate_loss),
         }
         self.weighting = WEIGHTINGS.build(weighting, alpha=alpha, alpha0=alpha0)
         self.solver = SOLVERS.build(solver, steps=cg_steps)
@@ -247,7 +251,10 @@ class ALS:
                 ) from err
             self._synchronize()
             seconds = time.perf_counter() - start
-            loss = self._loss(entries, users["reg"], items["reg"])
+            if self.params["calculate_loss"]:
+                loss = self._loss(entries, users["reg"], items["reg"])
+            else:
+                loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
             self._check_finite(epoch, loss["loss"])
             self.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
             if callback is not None and callback(epoch + 1, loss["loss"], seconds, self):
@@ -343,11 +350,12 @@ class ALS:
             bias_reg_ratio=p["bias_regularization"] / p["regularization"]
             if p["regularization"]
             else 0.0,
+            memory_budget_bytes=int(p["memory_budget_mb"] * 2**20),
         )
 
     def _check_finite(self, epoch: int, loss: float) -> None:
         tensors = [self.user_factors, self.item_factors, self.user_bias, self.item_bias]
-        finite = math.isfinite(loss) and all(
+        finite = (math.isfinite(loss) or not self.params["calculate_loss"]) and all(
             bool(torch.isfinite(t).all()) for t in tensors if t is not None
         )
         if not finite:

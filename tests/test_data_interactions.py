@@ -226,3 +226,12 @@ def test_load_rejects_a_file_that_is_not_a_saved_dataset(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"bad\.npz.*Interactions\.save"):
         Interactions.load(bad)
+
+
+def test_result_does_not_share_the_callers_arrays():
+    u, i = np.array([0, 1]), np.array([0, 1])
+    v, t = np.array([1.0, 2.0], dtype=np.float32), np.array([10, 20])
+    x = Interactions.from_columns(u, i, v, t)  # sorted input: the fast path
+    v[:] = 9
+    t[:] = 99
+    assert x.matrix.data.tolist() == [1.0, 2.0] and x.timestamps.data.tolist() == [10, 20]

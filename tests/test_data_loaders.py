@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import zipfile
 from pathlib import Path
 
@@ -290,3 +291,11 @@ def test_real_gowalla(shared_data):
     assert split.train.shape == (29_858, 40_981)
     assert (split.train.nnz, split.test.nnz) == (810_128, 217_242)
     assert split.test.shape == split.train.shape
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ImportError, match=r"x\.parquet.*pip install pyarrow"):
+        load_table(tmp_path / "x.parquet")

@@ -376,20 +376,19 @@ class Interactions:
         n_users, n_items = uids.size, iids.size
 
         key = ucode * np.int64(max(n_items, 1)) + icode
-        if n < 2 or bool(np.all(key[1:] > key[:-1])):  # already sorted without duplicates
-            order = np.arange(n)
+        if n < 2 or bool(np.all(key[1:] > key[:-1])):
+            # already in order without duplicates (e.g. a file sorted by user and item)
+            key_s, v_s = key, v
+            t_s = None if t is None else t.copy()  # never share the caller's array
+            start = np.arange(n)
         else:
             stable = duplicates in ("first", "last")
             order = np.argsort(key, kind="stable" if stable else None)
-        key_s = key[order]
-        if n:
+            key_s, v_s = key[order], v[order]
+            t_s = None if t is None else t[order]
             start = np.flatnonzero(np.concatenate(([True], key_s[1:] != key_s[:-1])))
-        else:
-            start = np.zeros(0, dtype=np.int64)
-        v_s = v[order]
         if start.size == n:  # no duplicates: nothing to combine
-            data = v_s
-            ts = None if t is None else t[order]
+            data, ts = v_s, t_s
         else:
             if duplicates == "sum":
                 data = np.add.reduceat(v_s, start)
@@ -400,8 +399,8 @@ class Interactions:
             else:
                 end = np.concatenate((start[1:], [n])) - 1
                 data = v_s[end]
-            ts = None if t is None else np.maximum.reduceat(t[order], start)
-        ukey = key_s[start]
+            ts = None if t_s is None else np.maximum.reduceat(t_s, start)
+        ukey = key_s if start.size == n else key_s[start]
         rows = ukey // max(n_items, 1)
         cols = (ukey - rows * max(n_items, 1)).astype(np.int32)
         indptr = np.zeros(n_users + 1, dtype=np.int64)

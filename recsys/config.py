@@ -448,6 +448,9 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+#: The Hydra config groups (``group=option`` on the command line); each YAML extends base_<group>.
+GROUPS = ("als", "data", "split", "index", "eval")
+
 _SCHEMAS: dict[str, type] = {
     "als": ALSConfig,
     "data": DataConfig,
@@ -571,8 +574,8 @@ def register_configs() -> None:
     register_resolvers()
     store = ConfigStore.instance()
     store.store(name="base_config", node=TrainConfig)
-    for group, schema in _SCHEMAS.items():
-        store.store(group=group, name=f"base_{group}", node=schema)
+    for group in GROUPS:
+        store.store(group=group, name=f"base_{group}", node=_SCHEMAS[group])
 
 
 def _expand(overrides: Sequence[str], multirun: bool) -> tuple[list[list[str]], str | None]:

@@ -814,6 +814,9 @@ def _train(
 
         metrics: dict[str, float] = dict(test_metrics)
         metrics["train_seconds"] = round(train_seconds, 4)
+        # the ALS epochs alone (no validation, checkpoints or data loading), refit included
+        epoch_seconds = sum(h.get("seconds", 0.0) for h in history + (refit_history or []))
+        metrics["fit_seconds"] = round(epoch_seconds, 4)
         metrics["epochs"] = epochs_run
         if stopper.best_epoch is not None:
             metrics["best_epoch"] = stopper.best_epoch

@@ -132,6 +132,7 @@ class ALSConfig:
     dtype: str = "float32"
     memory_budget_mb: float = 1024.0
     init_std: float | None = None
+    calculate_loss: bool = True
     seed: int = II("seed")
 
     def __post_init__(self) -> None:

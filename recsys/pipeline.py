@@ -136,14 +136,26 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers (Python would write NaN)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write `obj` as indented JSON to `path` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Write `obj` as indented, strict JSON (non-finite numbers as null) to `path` atomically."""
+    text = json.dumps(_strict_json(obj), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -728,7 +740,9 @@ def _train(
         def on_epoch(epoch: int, loss: float, seconds: float, m: Any) -> bool:
             tracker.log_epoch(m.history[-1], epoch)
             tracker.log_factors(epoch, m.user_factors, m.item_factors, m.user_bias, m.item_bias)
-            postfix: dict[str, Any] = {"loss": f"{loss:.4g}", "s": f"{seconds:.2f}"}
+            postfix: dict[str, Any] = {"s": f"{seconds:.2f}"}
+            if math.isfinite(loss):
+                postfix["loss"] = f"{loss:.4g}"
             stop = False
             if validating and epoch % conf.eval.every == 0:
                 metrics = evaluate_model(

@@ -142,7 +142,7 @@ class Tracker:
         step = int(entry.get("epoch", 0)) if step is None else int(step)
         for tag, keys in LOSS_TAGS.items():
             key = next((k for k in keys if entry.get(k) is not None), None)
-            if key is not None:
+            if key is not None and math.isfinite(float(entry[key])):  # NaN: loss not computed
                 self._writer.add_scalar(tag, float(entry[key]), step)
         if entry.get("seconds") is not None:
             self._writer.add_scalar("time/epoch_seconds", float(entry["seconds"]), step)

@@ -388,6 +388,16 @@ def test_checkpointer_is_atomic_and_keeps_only_the_latest(tmp_path: Path) -> Non
     assert torch.equal(loaded.item_factors, model.item_factors)
 
 
+def test_json_artifacts_are_strict_json(tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    pipeline.atomic_write_json(
+        target, {"a": float("nan"), "b": [np.float32(np.inf), np.int64(3)], "c": {"d": 0.5}}
+    )
+    text = target.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 3], "c": {"d": 0.5}}
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "metrics.json"
     pipeline.atomic_write_json(target, {"a": 1})

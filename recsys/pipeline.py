@@ -615,6 +615,7 @@ def run(
     conf = validate(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     resume = bool(conf.resume or conf.run_dir)
     checkpointer = Checkpointer(out / CHECKPOINT_DIR)
 
@@ -650,6 +651,14 @@ def run(
         for name in (METRICS_FILE, METADATA_FILE):
             (out / name).unlink(missing_ok=True)
     return _train(conf, out, checkpointer, loaded, overrides, epoch_hook)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temp files a killed run left next to its artifacts (``.<artifact>.<random>``)."""
+    names = (MODEL_FILE, TRAIN_FILE, INDEX_FILE, INDEX_FILE + ".json", METRICS_FILE, METADATA_FILE)
+    for path in out.glob(".*"):
+        if path.is_file() and any(path.name.startswith(f".{n}.") for n in names):
+            path.unlink(missing_ok=True)
 
 
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -319,6 +319,8 @@ def test_interrupted_run_resumes_to_the_same_factors(
 
     with pytest.raises(Interrupt):
         pipeline.run(compose_cfg(), out, epoch_hook=kill_after_epoch_3)
+    stray = out / ".model.npz.abc123.tmp"  # what a kill during ALS.save would leave
+    stray.write_bytes(b"half a model")
     # nothing final was written; the checkpoint after epoch 2 is complete
     assert not (out / "metrics.json").exists() and not (out / "model.npz").exists()
     assert (out / "checkpoints" / "LATEST").read_text().strip() == "epoch-00002"
@@ -326,6 +328,7 @@ def test_interrupted_run_resumes_to_the_same_factors(
 
     resumed = pipeline.run(compose_cfg("resume=true"), out)
     assert resumed.resumed_from == 2
+    assert not stray.exists()
     want = ALS.load(tiny_run.output_dir / "model.npz")
     got = ALS.load(out / "model.npz")
     for name in ("user_factors", "item_factors"):

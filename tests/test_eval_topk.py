@@ -185,3 +185,89 @@ def test_cuda_matches_cpu():
     assert gpu.ids.device.type == "cuda"
     np.testing.assert_array_equal(gpu.ids.cpu().numpy(), cpu.ids.numpy())
     np.testing.assert_array_equal(gpu.scores.cpu().numpy(), cpu.scores.numpy())
+
+
+# ---------------------------------------------------------------- bfloat16 candidates, exact ranks
+@pytest.fixture
+def tiny_candidates(monkeypatch):
+    """Few bfloat16 candidates per user, so retries and the float32 fallback really run."""
+    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES", 1)
+    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES_PER_K", 1)
+    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES_EXTRA", 0)
+    calls = {"rows": 0}
+    exact_block = topk_mod._exact_block
+
+    def counting(users, *args, **kwargs):
+        calls["rows"] += users.shape[0]
+        return exact_block(users, *args, **kwargs)
+
+    monkeypatch.setattr(topk_mod, "_exact_block", counting)
+    return calls
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bf16_path_matches_brute_force_with_ties(seed, tiny_candidates):
+    rng, u, v, ex = integer_case(
+        300 + seed, n_items=int(np.random.default_rng(seed).integers(5, 80))
+    )
+    k = int(rng.integers(1, 12))
+    got = topk_items(u, v, k, exclude=ex, precision="bf16", block_size=int(rng.integers(1, 9)))
+    np.testing.assert_array_equal(got.ids.numpy(), reference_topk(u, v, k, ex))
+
+
+def test_bf16_path_falls_back_to_float32_when_unproven(tiny_candidates):
+    rng = np.random.default_rng(5)
+    u = rng.integers(-1, 2, (16, 2)).astype(np.float32)
+    v = rng.integers(-1, 2, (400, 2)).astype(np.float32)  # 9 distinct vectors: huge ties
+    got = topk_items(u, v, 5, precision="bf16")
+    np.testing.assert_array_equal(got.ids.numpy(), reference_topk(u, v, 5))
+    assert tiny_candidates["rows"] > 0  # some users needed the float32 product
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bf16_path_equals_float32_path_on_float_factors(seed):
+    rng = np.random.default_rng(40 + seed)
+    d = 48
+    u = rng.normal(size=(60, d)).astype(np.float32)
+    v = (rng.normal(size=(500, d)) * rng.uniform(0.05, 5.0, (500, 1))).astype(np.float32)
+    ex = sp.random(60, 500, density=0.1, random_state=seed, format="csr")
+    fast = topk_items(u, v, 15, exclude=ex, precision="bf16", block_size=16)
+    slow = topk_items(u, v, 15, exclude=ex, precision="fp32")
+    np.testing.assert_array_equal(fast.ids.numpy(), slow.ids.numpy())
+    np.testing.assert_allclose(fast.scores.numpy(), slow.scores.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fast.ids.numpy(), reference_topk(u, v, 15, ex))
+
+
+@pytest.mark.parametrize("d", [3, 64, 700])
+def test_bf16_bounds_cover_every_float32_score(d):
+    """g(bf16 product of the augmented rows) >= exact score + float32 error, for every pair."""
+    rng = np.random.default_rng(d)
+    u = rng.normal(size=(40, d)) * 10.0 ** rng.uniform(-3, 3, (40, 1))
+    v = rng.normal(size=(300, d)) * 10.0 ** rng.uniform(-3, 3, (300, 1))
+    v[:5] = rng.integers(-3, 4, (5, d))  # exactly representable rows: zero residual
+    ut, vt = torch.tensor(u, dtype=torch.float32), torch.tensor(v, dtype=torch.float32)
+    bound = torch.mm(
+        topk_mod._bf16_with_bounds(ut, users=True),
+        topk_mod._bf16_with_bounds(vt, users=False).T,
+    ).double()
+    unit = 2.0**-8
+    upper = torch.where(bound > 0, bound / (1 - unit), bound / (1 + unit))
+    exact = ut.double() @ vt.double().T
+    norms = ut.double().norm(dim=1)[:, None] * vt.double().norm(dim=1)[None, :]
+    assert bool((upper >= exact + (d + 1) * 2.0**-24 * norms).all())
+    assert float(((upper - exact) / norms).max()) < 0.05  # and the bound stays useful
+
+
+def test_precision_choice_and_errors(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(topk_mod, "cpu_has_amx", lambda: True)
+    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 1024) == "bf16"
+    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 16) == "fp32"
+    assert topk_mod._resolve_precision("auto", cpu, torch.float64, 1024) == "fp32"
+    assert topk_mod._resolve_precision("auto", torch.device("cuda"), torch.float32, 1024) == "fp32"
+    monkeypatch.setattr(topk_mod, "cpu_has_amx", lambda: False)
+    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 1024) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        topk_items(np.ones((2, 2)), np.ones((3, 2)), 1, precision="fp16")
+    with pytest.raises(ValueError, match="float32"):
+        topk_items(np.ones((2, 2)), np.ones((3, 2)), 1, precision="bf16", dtype=torch.float64)

@@ -10,6 +10,18 @@ same code runs on the CPU and on CUDA.
 Ties are broken deterministically: higher score first, then the lower item id. Slots that cannot be
 filled (``k`` larger than the number of items left after exclusion) hold id -1 and score -inf, the
 same convention as Faiss, so every metric in :mod:`recsys.eval` treats them as empty.
+
+Large factor counts on CPUs with AMX (``precision="bf16"``, chosen by ``"auto"``): the full product
+runs in bfloat16 on the matrix units, several times faster than float32, but it only selects
+candidates, it never ranks. With u~ and v~ the vectors rounded to bfloat16 and du = u - u~,
+dv = v - v~ (known exactly), u.v - u~.v~ = du.v + u~.dv, so |u.v - u~.v~| <= |du| |v| + |u~| |dv|
+(Cauchy-Schwarz). Three extra columns add this bound (inflated to cover the rounding of the extra
+columns and of float32 sums) to every approximate score, so each computed value, after undoing the
+bfloat16 rounding of the output, bounds from above any float32 evaluation of that item's score. The
+top-M items by this bound are re-scored exactly in float32 and ranked; a user's list is accepted
+only when its k-th exact score is above the largest bound left outside the candidates, which proves
+that no other item can enter it. Users without that proof retry with a larger M and finally fall
+back to the float32 product, so the result is the float32 top-k in every case.
 """
 
 from __future__ import annotations
@@ -24,12 +36,24 @@ from recsys.eval._utils import ArrayLike, as_float_tensor, as_vector, canonical_
 
 #: Default bound on the memory of one block of scores (and its top-k temporaries), in bytes.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
-#: Default cap on users per block: larger blocks do not run faster on the CPU and delay results.
+#: Default cap on users per block: larger blocks do not run faster and delay results.
 DEFAULT_MAX_BLOCK_USERS = 1024
+#: On the CPU a float32 block is sized to stay in cache between the product and the selection.
+CPU_BLOCK_BYTES = 12 * 2**20
+#: Users per block of the bfloat16 path (the product needs a few hundred rows to run at full speed).
+BF16_BLOCK_USERS = 256
+#: Candidates re-scored per user in the bfloat16 path: max(32, 2k + 8) first, then x4, then x16.
+BF16_CANDIDATES = 32
+BF16_CANDIDATES_PER_K = 2
+BF16_CANDIDATES_EXTRA = 8
+#: Bound on the gathered candidate vectors re-scored at once, in bytes.
+BF16_RESCORE_BYTES = 32 * 2**20
+#: ``precision="auto"`` uses bfloat16 from this many factors on (below it the product is cheap).
+BF16_MIN_FACTORS = 128
 #: Catalogs at least this large use the two-stage top-k on the CPU (below it torch.topk is cheap).
 TWO_STAGE_MIN_ITEMS = 4096
 #: Chunk widths tried for the two-stage top-k (widest first) and the least chunks per fetched item.
-TWO_STAGE_WIDTHS = (64, 32)
+TWO_STAGE_WIDTHS = (64, 32, 16)
 TWO_STAGE_CHUNKS_PER_ITEM = 4
 
 
@@ -164,6 +188,176 @@ def _fix_boundary_ties(
     vals[rows[r], pos] = tr[r]
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has the AMX bfloat16 matrix units (Linux /proc/cpuinfo; False elsewhere)."""
+    global _AMX
+    if _AMX is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                _AMX = any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+        except OSError:
+            _AMX = False
+    return _AMX
+
+
+_AMX: bool | None = None
+
+
+def _bf16_with_bounds(x: torch.Tensor, users: bool) -> torch.Tensor:
+    """Rows of ``x`` in bfloat16 with three margin columns (see the module docstring).
+
+    The user side appends (|du|, |u~|, t |u|) and the item side (|v|, |dv|, |v|), so the product
+    of augmented rows is u~.v~ + |du| |v| + |u~| |dv| + t |u| |v|. ``t`` = 4 (d + 3) 2^-24 covers
+    the float32 summation of the d + 3 products and the error of a float32 evaluation of u.v; the
+    margins are inflated by 1 + 2^-6 against their own bfloat16 and float32-norm rounding.
+    """
+    d = x.shape[1]
+    low = x.to(torch.bfloat16)
+    resid = torch.linalg.vector_norm(x - low.float(), dim=1)
+    norm = torch.linalg.vector_norm(x, dim=1)
+    if users:
+        t = 4 * (d + 3) * 2.0**-24
+        cols = [resid, torch.linalg.vector_norm(low.float(), dim=1), t * norm]
+    else:
+        cols = [norm, resid, norm]
+    margins = (1 + 2.0**-6) * torch.stack(cols, dim=1)
+    return torch.cat([low, margins.to(torch.bfloat16)], dim=1)
+
+
+def _resolve_precision(precision: str, dev: torch.device, dtype: torch.dtype, d: int) -> str:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision == "auto":
+        use = dev.type == "cpu" and d >= BF16_MIN_FACTORS and dtype == torch.float32
+        return "bf16" if use and cpu_has_amx() else "fp32"
+    if precision == "bf16" and (dev.type != "cpu" or dtype != torch.float32):
+        # CUDA may reduce bf16 products in reduced precision (split-K): the bound would not hold
+        raise ValueError("precision='bf16' needs the CPU and dtype=float32; use 'fp32' or 'auto'")
+    return precision
+
+
+def _sort_by_score_then_id(
+    vals: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ordered by (score desc, id asc): a sort by id, then a stable sort by score."""
+    idx, order = torch.sort(idx, dim=1)
+    vals = vals.gather(1, order)
+    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals, idx.gather(1, order)
+
+
+class _Exclusion:
+    """The excluded (user, item) entries, in the scored column space, sliceable per user range."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, dev: torch.device) -> None:
+        self.indptr = indptr
+        self.cols = torch.from_numpy(indices).to(dev)
+        rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+        self.rows = torch.from_numpy(rows).to(dev)  # the user of every excluded entry
+        self.dev = dev
+
+    def range(self, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row within the block, column) of the entries of users s..e-1."""
+        a, b = int(self.indptr[s]), int(self.indptr[e])
+        return self.rows[a:b] - s, self.cols[a:b]
+
+    def subset(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position in ``users``, column) of the entries of the given users."""
+        starts, ends = self.indptr[users], self.indptr[users + 1]
+        counts = ends - starts
+        pos = np.repeat(np.arange(users.size, dtype=np.int64), counts)
+        offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(counts) - counts, counts
+        )
+        entries = torch.from_numpy(np.repeat(starts, counts) + offsets).to(self.dev)
+        return torch.from_numpy(pos).to(self.dev), self.cols[entries]
+
+
+def _exact_block(
+    users: torch.Tensor,
+    items_t: torch.Tensor,
+    masked: tuple[torch.Tensor, torch.Tensor] | None,
+    buf: torch.Tensor,
+    n_scored: int,
+    kk: int,
+    k_fetch: int,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-kk (ids, scores) of a block of users by the full product in the buffer's dtype."""
+    n = users.shape[0]
+    block = buf[:n, :n_scored]
+    torch.mm(users, items_t, out=block)
+    if masked is not None and masked[0].numel():
+        block.index_put_(masked, torch.tensor(float("-inf"), dtype=buf.dtype, device=buf.device))
+    if width:
+        vals, idx = _two_stage_topk(buf, n, k_fetch, width)
+    else:
+        vals, idx = torch.topk(block, k_fetch, dim=1, sorted=False)
+    vals, idx = _sort_by_score_then_id(vals, idx)
+    if k_fetch > kk:
+        _fix_boundary_ties(block, idx, vals, kk)
+    return idx[:, :kk], vals[:, :kk]
+
+
+def _bf16_block(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    items_aug_t: torch.Tensor,
+    masked: tuple[torch.Tensor, torch.Tensor] | None,
+    buf: torch.Tensor,
+    gather_buf: torch.Tensor,
+    n_scored: int,
+    kk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Certified top-kk of a block via bfloat16 upper bounds and exact float32 re-scoring.
+
+    Returns (ids, scores, rows without a proof); the caller recomputes those rows exactly.
+    """
+    n, d = users.shape
+    dev = users.device
+    bound = buf[:n, :n_scored]
+    torch.mm(_bf16_with_bounds(users, users=True), items_aug_t, out=bound)
+    if masked is not None and masked[0].numel():
+        bound.index_put_(masked, torch.tensor(float("-inf"), dtype=buf.dtype, device=dev))
+    ids = torch.full((n, kk), -1, dtype=torch.int64, device=dev)
+    scores = torch.full((n, kk), float("-inf"), dtype=torch.float32, device=dev)
+    pending = torch.arange(n, device=dev)
+    first = max(BF16_CANDIDATES, BF16_CANDIDATES_PER_K * kk + BF16_CANDIDATES_EXTRA)
+    for m in (first, 4 * first, 16 * first):
+        m = min(m, n_scored)
+        width = _chunk_width(n_scored, m, dev)
+        if pending.numel() == n and width:
+            cand_b, cand = _two_stage_topk(buf, n, m, width)
+        else:
+            cand_b, cand = torch.topk(bound.index_select(0, pending), m, dim=1, sorted=False)
+        c_m = cand_b.min(dim=1).values.float()
+        valid = cand_b != float("-inf")
+        cand = cand.masked_fill(~valid, 0)
+        # undo the output rounding: outside items' float32 scores are at most g(c_m)
+        u = 2.0**-8
+        limit = torch.where(c_m > 0, c_m / (1 - u), c_m / (1 + u))
+        exact = torch.empty(cand.shape, dtype=torch.float32, device=dev)
+        q = users.index_select(0, pending)
+        rows_per = max(1, gather_buf.numel() // (m * d))
+        if gather_buf.numel() < m * d:
+            gather_buf = torch.empty(m * d, dtype=torch.float32, device=dev)
+        for r in range(0, cand.shape[0], rows_per):
+            c = cand[r : r + rows_per]
+            vec = gather_buf[: c.numel() * d].view(c.shape[0], m, d)
+            torch.index_select(items, 0, c.reshape(-1), out=vec.view(-1, d))
+            exact[r : r + rows_per] = torch.bmm(vec, q[r : r + rows_per, :, None])[:, :, 0]
+        exact = exact.masked_fill(~valid, float("-inf"))
+        exact, cand = _sort_by_score_then_id(exact, cand)
+        proven = (c_m == float("-inf")) | (exact[:, kk - 1] > limit) | (m >= n_scored)
+        done = pending[proven]
+        ids[done] = cand[proven, :kk]
+        scores[done] = exact[proven, :kk]
+        pending = pending[~proven]
+        if pending.numel() == 0:
+            break
+    return ids, scores, pending
+
+
 @torch.no_grad()
 def topk_items(
     user_vectors: ArrayLike,
@@ -177,6 +371,7 @@ def topk_items(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
 ) -> TopK:
     """Exact top-``k`` items per user by inner product, computed block by block.
 
@@ -191,12 +386,16 @@ def topk_items(
             ALS model); it does not change the ranking, only the returned scores.
         allowed_items: optional boolean mask (I,) or array of item ids: only these items are ranked
             (the others are never returned). Only the allowed items are scored.
-        block_size: users per block; default: as many as ``memory_budget_bytes`` allows, at most
-            ``DEFAULT_MAX_BLOCK_USERS``.
+        block_size: users per block; default: sized from ``memory_budget_bytes`` (and, on the CPU,
+            from the cache), at most ``DEFAULT_MAX_BLOCK_USERS``.
         memory_budget_bytes: bound on the score buffer (plus temporaries) of one block.
         device: where to compute; default: the device of ``user_vectors`` if it is a tensor, else
             the CPU. ``"auto"`` picks CUDA when available.
         dtype: score dtype (float32; float64 only for references, it is several times slower).
+        precision: ``"fp32"``: the full product in ``dtype``. ``"bf16"`` (CPU, float32 only):
+            bfloat16 bounds find candidates that are re-scored in float32, with a proof per user
+            and a float32 fallback (see the module docstring), so the result is the same float32
+            top-k. ``"auto"``: ``"bf16"`` on CPUs with AMX from ``BF16_MIN_FACTORS`` factors on.
 
     Returns:
         ``TopK(ids, scores)``: (U, k) int64 item ids and scores on the compute device, sorted by
@@ -213,9 +412,10 @@ def topk_items(
         )
     n_users, n_items = users.shape[0], items.shape[0]
     offsets = as_vector(user_offsets, "user_offsets", n_users, dev)
+    mode = _resolve_precision(precision, dev, dtype, users.shape[1])
 
     allowed = _allowed_index(allowed_items, n_items)
-    excl = _exclusion_arrays(exclude, n_users, n_items, allowed)
+    excl_arrays = _exclusion_arrays(exclude, n_users, n_items, allowed)
     allowed_t = None
     if allowed is not None:
         allowed_t = torch.from_numpy(allowed).to(dev)
@@ -228,46 +428,49 @@ def topk_items(
     if n_users == 0 or kk == 0:
         return TopK(out_ids, out_scores)
     k_fetch = min(kk + 1, n_scored)  # one extra to detect ties across the k-th slot
+    excl = None if excl_arrays is None else _Exclusion(*excl_arrays, dev)
 
-    if block_size is None:
-        elem = torch.empty((), dtype=dtype).element_size()
-        block_size = block_rows(n_scored, memory_budget_bytes, elem)
-    block_size = max(1, min(int(block_size), n_users))
-    width = _chunk_width(n_scored, k_fetch, dev)
-    n_cols = -(-n_scored // width) * width if width else n_scored
-    buf = torch.empty((block_size, n_cols), dtype=dtype, device=dev)
-    buf[:, n_scored:] = float("-inf")  # padding of the last chunk, never written again
+    elem = torch.empty((), dtype=dtype).element_size()
+    n_cols = -(-n_scored // 64) * 64  # room for the chunk padding of every two-stage width
     items_t = items.T  # a transposed view: the GEMM reads it in place
-    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=dev)
-    if excl is not None:
-        ex_indptr, ex_indices_np = excl
-        ex_indices = torch.from_numpy(ex_indices_np).to(dev)
-        ex_rows_np = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(ex_indptr))
-        ex_rows = torch.from_numpy(ex_rows_np).to(dev)  # the user of every excluded entry
+    if mode == "bf16":
+        rows = block_size or min(BF16_BLOCK_USERS, block_rows(n_cols, memory_budget_bytes, 2))
+        items_aug_t = _bf16_with_bounds(items, users=False).T
+        bbuf = torch.empty((max(1, min(rows, n_users)), n_cols), dtype=torch.bfloat16, device=dev)
+        bbuf[:, n_scored:] = float("-inf")
+        gather_buf = torch.empty(BF16_RESCORE_BYTES // 4, dtype=torch.float32, device=dev)
+    else:
+        rows = block_size or block_rows(n_cols, memory_budget_bytes, elem)
+        if block_size is None and dev.type == "cpu":
+            rows = min(rows, max(8, CPU_BLOCK_BYTES // (n_cols * elem)))
+    block_size = max(1, min(int(rows), n_users))
+    width = _chunk_width(n_scored, k_fetch, dev)
+    buf: torch.Tensor | None = None
+
+    def exact(u_rows: torch.Tensor, masked: tuple[torch.Tensor, torch.Tensor] | None):
+        nonlocal buf
+        if buf is None:
+            buf = torch.empty((block_size, n_cols), dtype=dtype, device=dev)
+            buf[:, n_scored:] = float("-inf")  # padding of the last chunk, never written again
+        return _exact_block(u_rows, items_t, masked, buf, n_scored, kk, k_fetch, width)
 
     for s in range(0, n_users, block_size):
         e = min(s + block_size, n_users)
-        block = buf[: e - s, :n_scored]
-        torch.mm(users[s:e], items_t, out=block)
-        if excl is not None:
-            a, b = int(ex_indptr[s]), int(ex_indptr[e])
-            if b > a:
-                block.index_put_((ex_rows[a:b] - s, ex_indices[a:b]), neg_inf)
-        if width:
-            vals, idx = _two_stage_topk(buf, e - s, k_fetch, width)
+        masked = None if excl is None else excl.range(s, e)
+        if mode == "bf16":
+            idx, vals, failed = _bf16_block(
+                users[s:e], items, items_aug_t, masked, bbuf, gather_buf, n_scored, kk
+            )
+            if failed.numel():
+                fail_np = failed.cpu().numpy() + s
+                sub = None if excl is None else excl.subset(fail_np)
+                idx[failed], vals[failed] = exact(users[s:e].index_select(0, failed), sub)
         else:
-            vals, idx = torch.topk(block, k_fetch, dim=1, sorted=False)
-        # order by (score desc, id asc): sort by id, then a stable sort by score
-        idx, order = torch.sort(idx, dim=1)
-        vals = vals.gather(1, order)
-        vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
-        idx = idx.gather(1, order)
-        if k_fetch > kk:
-            _fix_boundary_ties(block, idx, vals, kk)
-        idx, vals = idx[:, :kk], vals[:, :kk]
+            idx, vals = exact(users[s:e], masked)
+        empty = vals == float("-inf")  # excluded items, padding columns, unfilled slots
         if allowed_t is not None:
-            idx = allowed_t[idx]
-        idx = idx.masked_fill(vals == float("-inf"), -1)
+            idx = allowed_t[idx.masked_fill(empty, 0)]
+        idx = idx.masked_fill(empty, -1)
         if offsets is not None:
             vals = vals + offsets[s:e, None]
         out_ids[s:e, :kk] = idx

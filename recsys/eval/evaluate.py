@@ -124,6 +124,7 @@ def evaluate(
     relevance_threshold: float | None = None,
     device: str | torch.device | None = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Full-ranking evaluation of embeddings: score all items, exclude train items, measure.
 
@@ -145,6 +146,8 @@ def evaluate(
         users: rows to consider (default: all). Only those with a relevant test item are scored.
         device: where to compute; default: the device of ``user_vectors`` if a tensor, else CPU.
         memory_budget_bytes: bound on one block of scores in the top-k computation.
+        precision: how the top-k product runs (see :func:`recsys.eval.topk.topk_items`); every
+            choice returns the float32 top-k, ``"auto"`` picks the fastest.
 
     Returns:
         ``{"recall@20": ..., "ndcg@20": ..., "coverage@20": ..., "n_users_evaluated": n,
@@ -176,7 +179,13 @@ def evaluate(
     uv = as_float_tensor(user_vectors, "user_vectors", dev).index_select(0, rows_t)
     exclude = None if train_csr is None else train_csr[rows]
     ids, _ = topk_items(
-        uv, items, max(ks_), exclude=exclude, memory_budget_bytes=memory_budget_bytes, device=dev
+        uv,
+        items,
+        max(ks_),
+        exclude=exclude,
+        memory_budget_bytes=memory_budget_bytes,
+        device=dev,
+        precision=precision,
     )
     return _collect(
         ids,

@@ -23,10 +23,14 @@ _GROWTH = 1.2
 
 @dataclass
 class Bucket:
-    """Rows of similar length, padded: `cols[b, t]` is valid where `mask[b, t]`."""
+    """Rows of similar length, padded: `cols[b, t]` is valid where `mask[b, t]`.
+
+    Padding points at column `n_cols` (one past the last), so gathering from a table with an
+    extra zero row (`HalfProblem.fixed_padded`) yields zero vectors there.
+    """
 
     rows: torch.Tensor  # (B,) int64 row indices
-    cols: torch.Tensor  # (B, n) int64 column indices, 0 in padding
+    cols: torch.Tensor  # (B, n) int64 column indices, n_cols in padding
     values: torch.Tensor  # (B, n) raw values, 0 in padding
     mask: torch.Tensor  # (B, n) bool
 
@@ -36,6 +40,11 @@ class Bucket:
 
     def __len__(self) -> int:
         return self.rows.shape[0]
+
+    def gather(self, table: torch.Tensor) -> torch.Tensor:
+        """Rows of `table` at `cols`, shape (B, n, k) (index_select beats table[cols] by far)."""
+        flat = torch.index_select(table, 0, self.cols.reshape(-1))
+        return flat.view(*self.cols.shape, table.shape[1])
 
     def chunks(self, max_rows: int) -> Iterator[Bucket]:
         """Consecutive slices of at most `max_rows` rows (memory-bounded batches)."""
@@ -77,7 +86,7 @@ def build_buckets(
             offsets = np.arange(width)[None, :]
             mask = offsets < lengths[:, None]
             positions = np.where(mask, indptr[rows][:, None] + offsets, 0)
-            cols = np.where(mask, matrix.indices[positions], 0)
+            cols = np.where(mask, matrix.indices[positions], matrix.shape[1])
             values = np.where(mask, matrix.data[positions], 0)
             buckets.append(
                 Bucket(

@@ -265,10 +265,12 @@ class ALS:
         """Normal(0, init_std) factors from the seed (generated on the CPU: same on any device)."""
         f = self.n_factors
         std = self.params["init_std"] or self.weighting.init_std(f)
-        gen = torch.Generator().manual_seed(self.params["seed"])
-        draw = lambda n: (torch.randn(n, f, generator=gen, dtype=torch.float64) * std).to(  # noqa: E731
-            self.device, self.dtype
-        )
+        rng = np.random.default_rng(self.params["seed"])
+
+        def draw(n: int) -> torch.Tensor:
+            values = rng.standard_normal((n, f), dtype=np.float32) * np.float32(std)
+            return torch.from_numpy(values).to(self.device, self.dtype)
+
         self.user_factors, self.item_factors = draw(shape[0]), draw(shape[1])
         if self.params["use_bias"]:
             self.user_bias = torch.zeros(shape[0], device=self.device, dtype=self.dtype)

@@ -38,10 +38,14 @@ class HalfProblem:
 
     def __post_init__(self) -> None:
         self.gram = self.fixed.T @ self.fixed
+        # one zero row at index n_fixed, where the buckets' padding points
+        self.fixed_padded = torch.cat([self.fixed, self.fixed.new_zeros(1, self.rank)])
         if self.offsets is None:
             self.offset_rhs = torch.zeros_like(self.fixed[0])
+            self.offsets_padded = None
         else:
             self.offset_rhs = self.all_pairs_weight * (self.fixed.T @ self.offsets)
+            self.offsets_padded = torch.cat([self.offsets, self.offsets.new_zeros(1)])
 
     @property
     def rank(self) -> int:
@@ -52,7 +56,7 @@ class HalfProblem:
         d = self.weighting.observed_weight(chunk.values)
         h = self.weighting.observed_target(chunk.values)
         if self.offsets is not None:
-            h = h - d * self.offsets[chunk.cols]
+            h = h - d * self.offsets_padded[chunk.cols]
         zero = torch.zeros((), dtype=d.dtype, device=d.device)
         return torch.where(chunk.mask, d, zero), torch.where(chunk.mask, h, zero)
 

@@ -34,7 +34,7 @@ class ConjugateGradientSolver(Solver):
         self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor
     ) -> torch.Tensor:
         d, h = problem.entry_terms(chunk)
-        z = problem.fixed[chunk.cols]  # (B, n, k)
+        z = chunk.gather(problem.fixed_padded)  # (B, n, k)
         reg = problem.row_reg[chunk.rows, None]
         a, gram = problem.all_pairs_weight, problem.gram
 

@@ -32,7 +32,7 @@ from recsys.als.solvers.base import HalfProblem, Solver
 class _Eigenbasis:
     eigenvalues: torch.Tensor  # (k,) L, scaled by a
     rotation: torch.Tensor  # (k, k) Q
-    rotated_fixed: torch.Tensor  # (n_fixed, k) F Q
+    rotated_fixed: torch.Tensor  # (n_fixed + 1, k) F Q, with the zero padding row
     rotated_offset_rhs: torch.Tensor  # (k,) Q^T a F^T o
 
 
@@ -59,13 +59,13 @@ class CholeskySolver(Solver):
         if a == 0.0:  # no shared term: any orthonormal basis diagonalises it, keep the identity
             eye = torch.eye(k, dtype=fixed.dtype, device=fixed.device)
             zeros = torch.zeros(k, dtype=fixed.dtype, device=fixed.device)
-            return _Eigenbasis(zeros, eye, fixed, problem.offset_rhs)
+            return _Eigenbasis(zeros, eye, problem.fixed_padded, problem.offset_rhs)
         evals, evecs = torch.linalg.eigh(problem.gram.double())
         rotation = evecs.to(fixed.dtype)
         return _Eigenbasis(
             eigenvalues=(a * evals.clamp_min(0.0)).to(fixed.dtype),
             rotation=rotation,
-            rotated_fixed=fixed @ rotation,
+            rotated_fixed=problem.fixed_padded @ rotation,
             rotated_offset_rhs=problem.offset_rhs @ rotation,
         )
 
@@ -96,11 +96,16 @@ class CholeskySolver(Solver):
                 "set regularization > 0"
             )
         m_isqrt = m.rsqrt()
-        sqrt_d = d.sqrt()
-        w = state.rotated_fixed[chunk.cols]  # (B, n, k) gathered rows Zq
-        w.mul_(sqrt_d.unsqueeze(-1)).mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
-        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0; padding has d = h = 0
-        u = torch.where(d > 0, h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
+        w = chunk.gather(state.rotated_fixed)  # (B, n, k) gathered rows Zq, zero in padding
+        if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
+            u = h
+        else:
+            sqrt_d = d.sqrt()
+            w.mul_(sqrt_d.unsqueeze(-1))
+            # padding and zero-weight entries have d = h = 0
+            u = torch.where(d > 0, h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
+        w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
+        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0
         c = torch.bmm(u.unsqueeze(1), w).squeeze(1) - m_isqrt * state.rotated_offset_rhs
         if self.use_woodbury(chunk.width, problem.rank):
             s = torch.bmm(w, w.transpose(1, 2))  # (B, n, n)

@@ -31,6 +31,8 @@ class Weighting(abc.ABC):
     uses_global_mean: bool = False
     #: whether negative values are meaningless for this weighting (implicit confidences)
     requires_nonnegative: bool = True
+    #: whether observed_weight is 1 on every observed entry (lets solvers skip a scaling pass)
+    unit_weights: bool = False
     #: the default exponent nu of the frequency-scaled regularization
     default_reg_exponent: float = 0.0
 

@@ -22,6 +22,7 @@ class Explicit(Weighting):
     uses_global_mean = True
     requires_nonnegative = False
     default_reg_exponent = 1.0
+    unit_weights = True
 
     @property
     def all_pairs_weight(self) -> float:

@@ -22,6 +22,7 @@ class IALS(Weighting):
 
     name = "ials"
     default_reg_exponent = 1.0
+    unit_weights = True
 
     def __post_init__(self) -> None:
         if not self.alpha0 >= 0:

@@ -210,29 +210,40 @@ def intra_list_diversity(
     dev = resolve_device(device, topk_ids)
     feats = _normalized_features(item_features, dev)
     ids, valid = _prepare(topk_ids, k, feats.shape[0], dev)
-    n_lists, width = ids.shape
-    n_feat = feats.shape[1]
-    rows = max(1, memory_budget_bytes // max(1, width * n_feat * 8))
-    sums, counts = [], []
+    n_lists = ids.shape[0]
+    n_items, n_feat = feats.shape
+    if isinstance(feats, torch.Tensor):
+        sq_norm = torch.linalg.vector_norm(feats, dim=1) ** 2  # 1 for unit rows, 0 for zero
+    else:
+        sq_norm = torch.from_numpy(np.asarray(feats.multiply(feats).sum(1)).reshape(-1)).to(dev)
+    m = valid.sum(1)
+    self_sim = torch.where(valid, sq_norm.to(torch.float64)[ids.clamp(min=0)], 0.0).sum(1)
+    # sum_j e_j per list, in blocks of lists (an embedding bag: no gathered copy of the vectors)
+    rows = max(1, min(memory_budget_bytes, 32 * 2**20) // max(1, n_feat * 4))
+    pair_sum = torch.empty(n_lists, dtype=torch.float64, device=dev)
     for s in range(0, n_lists, rows):
-        bid, bval = ids[s : s + rows], valid[s : s + rows]
-        flat = bid.clamp(min=0).reshape(-1)
+        bval, bid = valid[s : s + rows], ids[s : s + rows]
+        crow = torch.zeros(bval.shape[0] + 1, dtype=torch.int64, device=dev)
+        crow[1:] = torch.cumsum(bval.sum(1), 0)
+        col = bid[bval]  # row-major, so each list's entries are contiguous
         if isinstance(feats, torch.Tensor):
-            e = feats.index_select(0, flat)
+            total = torch.nn.functional.embedding_bag(col, feats, crow[:-1], mode="sum")
+            sq_total = (total * total).sum(1, dtype=torch.float64)
         else:
-            e = torch.from_numpy(feats[flat.cpu().numpy()].toarray()).to(dev)
-        e = e.view(bid.shape[0], width, n_feat) * bval[:, :, None]
-        total = e.sum(1, dtype=torch.float64)
-        self_sim = (e.to(torch.float64) ** 2).sum((1, 2))
-        m = bval.sum(1).to(torch.float64)
-        pair_sum = (total**2).sum(1) - self_sim
-        sums.append(torch.where(m >= 2, pair_sum / (m * (m - 1)).clamp(min=1), 0.0))
-        counts.append(m >= 2)
-    mean_sim = torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64, device=dev)
-    keep = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.bool, device=dev)
+            select = sp.csr_matrix(
+                (np.ones(col.numel(), np.float64), col.cpu().numpy(), crow.cpu().numpy()),
+                shape=(bval.shape[0], n_items),
+            )
+            total_sp = select @ feats.astype(np.float64)
+            sq_total = torch.from_numpy(
+                np.asarray(total_sp.multiply(total_sp).sum(1)).reshape(-1)
+            ).to(dev)
+        pair_sum[s : s + rows] = sq_total - self_sim[s : s + rows]
+    keep = m >= 2
     if not bool(keep.any()):
         return float("nan")
-    return float(1.0 - mean_sim[keep].mean())
+    mf = m[keep].to(torch.float64)
+    return float(1.0 - (pair_sum[keep] / (mf * (mf - 1))).mean())
 
 
 def beyond_accuracy_metrics(

@@ -41,10 +41,16 @@ class Bucket:
     def __len__(self) -> int:
         return self.rows.shape[0]
 
-    def gather(self, table: torch.Tensor) -> torch.Tensor:
-        """Rows of `table` at `cols`, shape (B, n, k) (index_select beats table[cols] by far)."""
-        flat = torch.index_select(table, 0, self.cols.reshape(-1))
-        return flat.view(*self.cols.shape, table.shape[1])
+    def gather(self, table: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of `table` at `cols`, shape (B, n, k), into `out` when given.
+
+        index_select beats advanced indexing (table[cols]) by far on the CPU.
+        """
+        shape = (*self.cols.shape, table.shape[1])
+        if out is None:
+            return torch.index_select(table, 0, self.cols.reshape(-1)).view(shape)
+        torch.index_select(table, 0, self.cols.reshape(-1), out=out.view(-1, table.shape[1]))
+        return out.view(shape)
 
     def chunks(self, max_rows: int) -> Iterator[Bucket]:
         """Consecutive slices of at most `max_rows` rows (memory-bounded batches)."""

@@ -34,7 +34,8 @@ class ConjugateGradientSolver(Solver):
         self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor
     ) -> torch.Tensor:
         d, h = problem.entry_terms(chunk)
-        z = chunk.gather(problem.fixed_padded)  # (B, n, k)
+        shape = (len(chunk), chunk.width, problem.rank)
+        z = chunk.gather(problem.fixed_padded, out=self.workspace.take("gather", shape, current))
         reg = problem.row_reg[chunk.rows, None]
         a, gram = problem.all_pairs_weight, problem.gram
 

@@ -36,9 +36,16 @@ class _Eigenbasis:
     rotated_offset_rhs: torch.Tensor  # (k,) Q^T a F^T o
 
 
-def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve a batch of SPD systems; raise a clear error when one is not positive definite."""
-    factor, info = torch.linalg.cholesky_ex(matrices)
+def _cholesky_solve(
+    matrices: torch.Tensor, rhs: torch.Tensor, factor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Solve a batch of SPD systems (the factor into `factor` when given); raise a clear error
+    when one is not positive definite."""
+    if factor is None:
+        factor, info = torch.linalg.cholesky_ex(matrices)
+    else:
+        info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
+        torch.linalg.cholesky_ex(matrices, out=(factor, info))
     if bool((info > 0).any()):
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "
@@ -96,7 +103,10 @@ class CholeskySolver(Solver):
                 "set regularization > 0"
             )
         m_isqrt = m.rsqrt()
-        w = chunk.gather(state.rotated_fixed)  # (B, n, k) gathered rows Zq, zero in padding
+        ws = self.workspace
+        b, n, k = len(chunk), chunk.width, problem.rank
+        # (B, n, k) gathered rows Zq, zero in padding
+        w = chunk.gather(state.rotated_fixed, out=ws.take("gather", (b, n, k), m))
         if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
             u = h
         else:
@@ -108,12 +118,13 @@ class CholeskySolver(Solver):
         # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0
         c = torch.bmm(u.unsqueeze(1), w).squeeze(1) - m_isqrt * state.rotated_offset_rhs
         if self.use_woodbury(chunk.width, problem.rank):
-            s = torch.bmm(w, w.transpose(1, 2))  # (B, n, n)
+            s = torch.bmm(w, w.transpose(1, 2), out=ws.take("system", (b, n, n), m))
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            y = _cholesky_solve(s, torch.bmm(w, c.unsqueeze(-1)).squeeze(-1))
+            factor = ws.take("factor", (b, n, n), m)
+            y = _cholesky_solve(s, torch.bmm(w, c.unsqueeze(-1)).squeeze(-1), factor)
             solution = c - torch.bmm(y.unsqueeze(1), w).squeeze(1)
         else:
-            a_mat = torch.bmm(w.transpose(1, 2), w)  # (B, k, k)
+            a_mat = torch.bmm(w.transpose(1, 2), w, out=ws.take("system", (b, k, k), m))
             a_mat.diagonal(dim1=1, dim2=2).add_(1.0)
-            solution = _cholesky_solve(a_mat, c)
+            solution = _cholesky_solve(a_mat, c, ws.take("factor", (b, k, k), m))
         return m_isqrt * solution

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +59,7 @@ from recsys.config import (
     to_dict,
     validate,
 )
+from recsys.io import atomic_path
 from recsys.tracking import Tracker
 
 __all__ = [
@@ -101,25 +102,6 @@ EpochHook = Callable[[int, float, float, Any], Any]
 
 
 # ------------------------------------------------------------------------------ atomic files
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path` atomically.
-
-    The temporary name keeps `path`'s suffix (``np.savez`` appends ``.npz`` otherwise). On error
-    the temporary file is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` to `path` atomically (fsync'd temp file, then ``os.replace``)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:

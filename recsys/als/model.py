@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from recsys.als.batching import build_buckets
 from recsys.als.loss import Side, als_loss
 from recsys.als.solvers import SOLVERS, HalfProblem
 from recsys.als.weightings import WEIGHTINGS
+from recsys.io import atomic_path
 
 #: version of the file layout written by `ALS.save`; `load` rejects any other
 FORMAT_VERSION = 1
@@ -576,15 +576,8 @@ class ALS:
         for name in ("user_ids", "item_ids"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

@@ -22,7 +22,6 @@ was built from, so treat its arrays as read-only.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.errors import DataError
+from recsys.io import atomic_path
 
 __all__ = [
     "DUPLICATE_RULES",
@@ -661,15 +661,8 @@ class Interactions:
             arrays["timestamps"] = self.timestamps.data
         if self.item_titles is not None:
             arrays["item_titles"] = self.item_titles
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Interactions:

@@ -10,12 +10,10 @@ model it is used with and fails with a message that says what differs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 from recsys.index.builder import model_item_vectors
 from recsys.index.errors import IndexMismatchError
 from recsys.index.item_index import ItemIndex
+from recsys.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +47,8 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Write through ``write(tmp_path)`` to a temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _ids_to_json(ids: np.ndarray) -> tuple[str, list[Any]]:

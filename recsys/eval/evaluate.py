@@ -141,7 +141,9 @@ def evaluate(
             API, it cannot change a ranking and is ignored here.
         item_popularity: (n_items,) popularity for ``popularity_percentile`` and ``novelty``;
             default: the number of training users of each item (needs ``train``).
-        item_features: feature vectors for ``diversity``; default: ``item_vectors``.
+        item_features: feature vectors for ``diversity``; default: ``item_vectors`` (with an ALS
+            model that has biases these include the bias dimension: pass ``model.item_factors``
+            to measure diversity on the factors alone).
         metrics: names from :data:`ALL_METRICS`; default: all of them.
         users: rows to consider (default: all). Only those with a relevant test item are scored.
         device: where to compute; default: the device of ``user_vectors`` if a tensor, else CPU.
@@ -151,7 +153,8 @@ def evaluate(
 
     Returns:
         ``{"recall@20": ..., "ndcg@20": ..., "coverage@20": ..., "n_users_evaluated": n,
-        "n_users_skipped": m, ...}``: Python floats (and the two counts as ints).
+        "n_users_skipped": m, ...}``: Python floats (and the two counts as ints). Every metric,
+        beyond-accuracy ones included, is computed over the lists of the scored users.
     """
     del user_offsets  # a constant per user does not change its ranking
     dev = resolve_device(device, user_vectors, item_vectors)

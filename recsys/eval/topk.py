@@ -211,17 +211,23 @@ def _bf16_with_bounds(x: torch.Tensor, users: bool) -> torch.Tensor:
     the float32 summation of the d + 3 products and the error of a float32 evaluation of u.v; the
     margins are inflated by 1 + 2^-6 against their own bfloat16 and float32-norm rounding.
     """
-    d = x.shape[1]
-    low = x.to(torch.bfloat16)
-    resid = torch.linalg.vector_norm(x - low.float(), dim=1)
-    norm = torch.linalg.vector_norm(x, dim=1)
-    if users:
-        t = 4 * (d + 3) * 2.0**-24
-        cols = [resid, torch.linalg.vector_norm(low.float(), dim=1), t * norm]
-    else:
-        cols = [norm, resid, norm]
-    margins = (1 + 2.0**-6) * torch.stack(cols, dim=1)
-    return torch.cat([low, margins.to(torch.bfloat16)], dim=1)
+    n, d = x.shape
+    out = torch.empty((n, d + 3), dtype=torch.bfloat16, device=x.device)
+    t = 4 * (d + 3) * 2.0**-24
+    step = max(1, 2**22 // max(1, d))  # row chunks keep the float32 temporaries at 16 MiB
+    for s in range(0, n, step):
+        rows = x[s : s + step]
+        low = out[s : s + step, :d]
+        low.copy_(rows)
+        back = low.float()
+        norm = torch.linalg.vector_norm(rows, dim=1)
+        resid = torch.linalg.vector_norm(back.sub_(rows), dim=1)
+        if users:
+            cols = [resid, torch.linalg.vector_norm(low.float(), dim=1), t * norm]
+        else:
+            cols = [norm, resid, norm]
+        out[s : s + step, d:] = (1 + 2.0**-6) * torch.stack(cols, dim=1)
+    return out
 
 
 def _resolve_precision(precision: str, dev: torch.device, dtype: torch.dtype, d: int) -> str:

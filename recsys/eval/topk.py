@@ -49,7 +49,7 @@ BF16_CANDIDATES_EXTRA = 8
 #: Bound on the gathered candidate vectors re-scored at once, in bytes.
 BF16_RESCORE_BYTES = 32 * 2**20
 #: ``precision="auto"`` uses bfloat16 from this many factors on (below it the product is cheap).
-BF16_MIN_FACTORS = 128
+BF16_MIN_FACTORS = 256
 #: Catalogs at least this large use the two-stage top-k on the CPU (below it torch.topk is cheap).
 TWO_STAGE_MIN_ITEMS = 4096
 #: Chunk widths tried for the two-stage top-k (widest first) and the least chunks per fetched item.

@@ -23,6 +23,7 @@ valid slots (1 for popularity and novelty, 2 for diversity).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,19 +36,33 @@ from recsys.eval.ranking import check_ks
 BEYOND_METRICS = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")
 
 
+class _Lists(NamedTuple):
+    """Id lists already converted, with their first-occurrence mask (computed once, reused)."""
+
+    ids: torch.Tensor
+    valid: torch.Tensor
+
+
 def _prepare(
-    topk_ids: ArrayLike, k: int | None, n_items: int | None, device: str | torch.device | None
+    topk_ids: ArrayLike | _Lists,
+    k: int | None,
+    n_items: int | None,
+    device: str | torch.device | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids[:, :k], mask of valid first occurrences), checked against the catalog size."""
-    dev = resolve_device(device, topk_ids)
-    ids = as_id_tensor(topk_ids, "topk_ids", dev)
+    if isinstance(topk_ids, _Lists):
+        ids, valid = topk_ids
+    else:
+        ids = as_id_tensor(topk_ids, "topk_ids", resolve_device(device, topk_ids))
+        valid = None
     if k is not None:
         if not 1 <= k <= ids.shape[1]:
             raise ValueError(f"k={k} must be between 1 and the list width {ids.shape[1]}")
         ids = ids[:, :k]
     if n_items is not None and ids.numel() and int(ids.max()) >= n_items:
         raise ValueError(f"an id list holds item {int(ids.max())} but the catalog has {n_items}")
-    return ids, first_occurrence(ids)
+    # a first occurrence within the first k slots is a first occurrence in the whole list
+    return ids, first_occurrence(ids) if valid is None else valid[:, : ids.shape[1]]
 
 
 def exposure_counts(
@@ -207,7 +222,7 @@ def intra_list_diversity(
     O(users * k * F) and no k x k similarity matrix is formed; users are processed in blocks that
     keep the gathered features within ``memory_budget_bytes``.
     """
-    dev = resolve_device(device, topk_ids)
+    dev = resolve_device(device, topk_ids.ids if isinstance(topk_ids, _Lists) else topk_ids)
     feats = _normalized_features(item_features, dev)
     ids, valid = _prepare(topk_ids, k, feats.shape[0], dev)
     n_lists = ids.shape[0]
@@ -266,6 +281,7 @@ def beyond_accuracy_metrics(
     dev = resolve_device(device, topk_ids)
     ids = as_id_tensor(topk_ids, "topk_ids", dev)
     ks_ = check_ks(ks, ids.shape[1])
+    lists = _Lists(ids, first_occurrence(ids))
     available = {
         "coverage": True,
         "gini": True,
@@ -291,14 +307,14 @@ def beyond_accuracy_metrics(
     for k in ks_:
         for m in names:
             if m == "coverage":
-                v = catalog_coverage(ids, n_items, k)
+                v = catalog_coverage(lists, n_items, k)
             elif m == "gini":
-                v = gini_index(ids, n_items, k)
+                v = gini_index(lists, n_items, k)
             elif m == "popularity_percentile":
-                v = popularity_percentile(ids, item_popularity, k)
+                v = popularity_percentile(lists, item_popularity, k)
             elif m == "novelty":
-                v = novelty(ids, item_popularity, n_users, k)  # type: ignore[arg-type]
+                v = novelty(lists, item_popularity, n_users, k)  # type: ignore[arg-type]
             else:
-                v = intra_list_diversity(ids, item_features, k)  # type: ignore[arg-type]
+                v = intra_list_diversity(lists, item_features, k)  # type: ignore[arg-type]
             out[f"{m}@{k}"] = v
     return out

@@ -186,24 +186,29 @@ def novelty(
     return _mean_over_lists(info[ids.clamp(min=0)], valid)[0]
 
 
-def _normalized_features(
+def _features_and_scale(
     item_features: ArrayLike | sp.spmatrix, dev: torch.device
-) -> torch.Tensor | sp.csr_matrix:
-    """Rows scaled to unit L2 norm (zero rows stay zero): dense torch, or scipy CSR if sparse."""
+) -> tuple[torch.Tensor | sp.csr_matrix, torch.Tensor]:
+    """The features (dense torch on ``dev``, or scipy CSR) and 1 / row norm (0 for zero rows).
+
+    Dense features are not copied (beyond a dtype or device change): scaling each row to unit
+    length happens inside the per-list sums, through per-entry weights.
+    """
     if sp.issparse(item_features):
-        f = sp.csr_matrix(item_features, dtype=np.float32)
-        norms = np.sqrt(np.asarray(f.multiply(f).sum(1)).reshape(-1))
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ f)
-    f = (
-        item_features
-        if isinstance(item_features, torch.Tensor)
-        else torch.from_numpy(np.ascontiguousarray(item_features))
-    )
-    if f.ndim != 2:
-        raise ValueError(f"item_features must be 2-D (items x features), got {tuple(f.shape)}")
-    f = f.to(device=dev, dtype=torch.float32)
-    return torch.nn.functional.normalize(f, dim=1)
+        f = sp.csr_matrix(item_features, dtype=np.float64)
+        norms = torch.from_numpy(np.sqrt(np.asarray(f.multiply(f).sum(1)).reshape(-1))).to(dev)
+    else:
+        f = (
+            item_features
+            if isinstance(item_features, torch.Tensor)
+            else torch.from_numpy(np.ascontiguousarray(item_features))
+        )
+        if f.ndim != 2:
+            raise ValueError(f"item_features must be 2-D (items x features), got {tuple(f.shape)}")
+        f = f.to(device=dev, dtype=torch.float32)
+        norms = torch.linalg.vector_norm(f, dim=1)
+    scale = torch.where(norms > 0, 1.0 / norms, 0.0)
+    return f, scale
 
 
 def intra_list_diversity(
@@ -218,38 +223,40 @@ def intra_list_diversity(
 
     ``item_features``: (n_items, F) item embeddings or metadata (dense, or scipy sparse such as a
     genre indicator matrix). A zero feature vector has similarity 0 to everything. Uses
-    sum_{j != l} e_j . e_l = |sum_j e_j|^2 - sum_j |e_j|^2 on unit vectors, so it costs
-    O(users * k * F) and no k x k similarity matrix is formed; users are processed in blocks that
-    keep the gathered features within ``memory_budget_bytes``.
+    sum_{j != l} e_j . e_l = |sum_j e_j|^2 - sum_j |e_j|^2 on unit vectors e, so it costs
+    O(users * k * F), no k x k similarity matrix is formed and the features are neither copied
+    nor normalised up front (the sums weight each row by 1 / |v_i|); lists are processed in blocks
+    whose sums stay within ``memory_budget_bytes`` (and 8 MiB).
     """
     dev = resolve_device(device, topk_ids.ids if isinstance(topk_ids, _Lists) else topk_ids)
-    feats = _normalized_features(item_features, dev)
+    feats, scale = _features_and_scale(item_features, dev)
     ids, valid = _prepare(topk_ids, k, feats.shape[0], dev)
     n_lists = ids.shape[0]
     n_items, n_feat = feats.shape
-    if isinstance(feats, torch.Tensor):
-        sq_norm = torch.linalg.vector_norm(feats, dim=1) ** 2  # 1 for unit rows, 0 for zero
-    else:
-        sq_norm = torch.from_numpy(np.asarray(feats.multiply(feats).sum(1)).reshape(-1)).to(dev)
     m = valid.sum(1)
-    self_sim = torch.where(valid, sq_norm.to(torch.float64)[ids.clamp(min=0)], 0.0).sum(1)
-    # sum_j e_j per list, in blocks of lists (an embedding bag: no gathered copy of the vectors)
-    rows = max(1, min(memory_budget_bytes, 32 * 2**20) // max(1, n_feat * 4))
+    unit = (scale > 0).to(torch.float64)  # |e_i|^2 of the unit-length rows: 1, or 0 for zero rows
+    self_sim = torch.where(valid, unit[ids.clamp(min=0)], 0.0).sum(1)
+    # sum_j e_j per list, in blocks of lists: an embedding bag with weights 1 / |v_i| (no gathered
+    # or normalised copy of the vectors); blocks of 8 MiB keep the temporaries reusable
+    rows = max(1, min(memory_budget_bytes, 8 * 2**20) // max(1, n_feat * 4))
     pair_sum = torch.empty(n_lists, dtype=torch.float64, device=dev)
     for s in range(0, n_lists, rows):
         bval, bid = valid[s : s + rows], ids[s : s + rows]
         crow = torch.zeros(bval.shape[0] + 1, dtype=torch.int64, device=dev)
         crow[1:] = torch.cumsum(bval.sum(1), 0)
         col = bid[bval]  # row-major, so each list's entries are contiguous
+        weight = scale[col]
         if isinstance(feats, torch.Tensor):
-            total = torch.nn.functional.embedding_bag(col, feats, crow[:-1], mode="sum")
+            total = torch.nn.functional.embedding_bag(
+                col, feats, crow[:-1], mode="sum", per_sample_weights=weight.to(feats.dtype)
+            )
             sq_total = (total * total).sum(1, dtype=torch.float64)
         else:
             select = sp.csr_matrix(
-                (np.ones(col.numel(), np.float64), col.cpu().numpy(), crow.cpu().numpy()),
+                (weight.cpu().numpy(), col.cpu().numpy(), crow.cpu().numpy()),
                 shape=(bval.shape[0], n_items),
             )
-            total_sp = select @ feats.astype(np.float64)
+            total_sp = select @ feats
             sq_total = torch.from_numpy(
                 np.asarray(total_sp.multiply(total_sp).sum(1)).reshape(-1)
             ).to(dev)

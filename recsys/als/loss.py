@@ -7,8 +7,11 @@ which costs O((users + items) k^2). The observed terms need one dot product per 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from recsys.als.weightings.base import Weighting
@@ -31,38 +34,56 @@ class Side:
         return torch.cat(cols, dim=1).double()
 
 
+@dataclass
+class Observed:
+    """The observed entries in CSR order: row and column indices, values, and the pattern as a
+    torch sparse CSR tensor (for sampled dense-dense products)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+    pattern: torch.Tensor
+
+    @classmethod
+    def from_csr(cls, matrix: sp.csr_matrix, device: torch.device, dtype: torch.dtype) -> Observed:
+        indptr = torch.from_numpy(matrix.indptr.astype(np.int64))
+        cols = torch.from_numpy(matrix.indices.astype(np.int64))
+        rows = torch.repeat_interleave(torch.arange(matrix.shape[0]), indptr.diff())
+        with warnings.catch_warnings():  # torch flags sparse CSR tensors as beta
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(
+                indptr, cols, torch.zeros(matrix.nnz, dtype=dtype), size=matrix.shape
+            ).to(device)
+        values = torch.from_numpy(matrix.data).to(device, dtype)
+        return cls(rows.to(device), cols.to(device), values, pattern)
+
+    def dot(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """left[r] . right[c] for every observed (r, c), without gathering rows (one SDDMM)."""
+        return torch.sparse.sampled_addmm(self.pattern, left, right.T, beta=0.0).values()
+
+
 def als_loss(
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    values: torch.Tensor,
+    observed: Observed,
     users: Side,
     items: Side,
     global_bias: float,
     weighting: Weighting,
     bias_reg_ratio: float,
-    memory_budget_bytes: int = 1 << 28,
 ) -> dict[str, float]:
     """Loss components: `observed`, `unobserved`, `regularization` and their sum `loss`.
 
     `observed` is the full weighted error on the observed entries, `unobserved` the all-pairs term
-    on the rest; `bias_reg_ratio` = bias_regularization / regularization. The observed scores are
-    computed in chunks of nonzeros whose gathered factors fit in `memory_budget_bytes`.
+    on the rest; `bias_reg_ratio` = bias_regularization / regularization.
     """
     a = weighting.all_pairs_weight
-    obs_quadratic = 0.0  # sum over observed of d s^2 - 2 g s + e
-    obs_square = 0.0  # sum over observed of s^2
-    row_bytes = 2 * users.factors.shape[1] * users.factors.element_size() + 64
-    chunk_size = max(1024, memory_budget_bytes // row_bytes)
-    for start in range(0, rows.shape[0], chunk_size):
-        u, i, v = (t[start : start + chunk_size] for t in (rows, cols, values))
-        s = (users.factors[u] * items.factors[i]).sum(1) + global_bias
-        if users.bias is not None:
-            s = s + users.bias[u] + items.bias[i]
-        s, v = s.double(), v.double()
-        d, g = weighting.observed_weight(v), weighting.observed_target(v)
-        e = weighting.observed_constant(v)
-        obs_quadratic += float((d * s * s - 2.0 * g * s + e).sum())
-        obs_square += float((s * s).sum())
+    s = observed.dot(users.factors, items.factors) + global_bias
+    if users.bias is not None:
+        s = s + users.bias[observed.rows] + items.bias[observed.cols]
+    s, v = s.double(), observed.values.double()
+    d, g = weighting.observed_weight(v), weighting.observed_target(v)
+    e = weighting.observed_constant(v)
+    obs_quadratic = float((d * s * s - 2.0 * g * s + e).sum())  # sum of d s^2 - 2 g s + e
+    obs_square = float((s * s).sum())
 
     ones_u = users.factors.new_ones(users.factors.shape[0])
     ones_i = items.factors.new_ones(items.factors.shape[0])

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als.batching import build_buckets
-from recsys.als.loss import Side, als_loss
+from recsys.als.loss import Observed, Side, als_loss
 from recsys.als.solvers import SOLVERS, HalfProblem
 from recsys.als.weightings import WEIGHTINGS
 from recsys.io import atomic_path
@@ -234,12 +234,7 @@ class ALS:
 
         users = self._structure(matrix)
         items = self._structure(matrix.T.tocsr())
-        coo = matrix.tocoo()
-        entries = (
-            torch.from_numpy(coo.row.astype(np.int64)).to(self.device),
-            torch.from_numpy(coo.col.astype(np.int64)).to(self.device),
-            torch.from_numpy(coo.data).to(self.device, self.dtype),
-        )
+        observed = Observed.from_csr(matrix, self.device, self.dtype)
         for epoch in range(len(self.history), self.params["iterations"]):
             start = time.perf_counter()
             try:
@@ -252,7 +247,7 @@ class ALS:
             self._synchronize()
             seconds = time.perf_counter() - start
             if self.params["calculate_loss"]:
-                loss = self._loss(entries, users["reg"], items["reg"])
+                loss = self._loss(observed, users["reg"], items["reg"])
             else:
                 loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
             self._check_finite(epoch, loss["loss"])
@@ -341,10 +336,12 @@ class ALS:
             items, self.user_factors, self.user_bias, self.item_factors, self.item_bias
         )
 
-    def _loss(self, entries, user_reg: torch.Tensor, item_reg: torch.Tensor) -> dict[str, float]:
+    def _loss(
+        self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor
+    ) -> dict[str, float]:
         p = self.params
         return als_loss(
-            *entries,
+            observed,
             users=Side(self.user_factors, self.user_bias, user_reg),
             items=Side(self.item_factors, self.item_bias, item_reg),
             global_bias=self.global_bias,
@@ -352,7 +349,6 @@ class ALS:
             bias_reg_ratio=p["bias_regularization"] / p["regularization"]
             if p["regularization"]
             else 0.0,
-            memory_budget_bytes=int(p["memory_budget_mb"] * 2**20),
         )
 
     def _check_finite(self, epoch: int, loss: float) -> None:

@@ -40,12 +40,13 @@ def integer_case(seed, n_users=None, n_items=None):
     return rng, u, v, ex
 
 
-@pytest.fixture(params=["plain", "two_stage"])
+@pytest.fixture(params=["plain", "two_stage", "two_stage_odd"])
 def selection(request, monkeypatch):
     """Run each test through both top-k paths (the two-stage one forced on tiny catalogs)."""
-    if request.param == "two_stage":
+    if request.param.startswith("two_stage"):
+        widths = (5, 3) if request.param.endswith("odd") else (4, 2, 1)
         monkeypatch.setattr(topk_mod, "TWO_STAGE_MIN_ITEMS", 0)
-        monkeypatch.setattr(topk_mod, "TWO_STAGE_WIDTHS", (4, 2, 1))
+        monkeypatch.setattr(topk_mod, "TWO_STAGE_WIDTHS", widths)
         monkeypatch.setattr(topk_mod, "TWO_STAGE_CHUNKS_PER_ITEM", 1)
     else:
         monkeypatch.setattr(topk_mod, "TWO_STAGE_MIN_ITEMS", 10**12)

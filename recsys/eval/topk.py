@@ -26,6 +26,7 @@ back to the float32 product, so the result is the float32 top-k in every case.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -155,7 +156,11 @@ def _two_stage_topk(
     _, best = torch.topk(chunk_max, k_fetch, dim=1, sorted=False)
     cand = chunks.gather(1, best[:, :, None].expand(n_rows, k_fetch, width))
     vals, j = torch.topk(cand.view(n_rows, k_fetch * width), k_fetch, dim=1, sorted=False)
-    cols = best.gather(1, torch.div(j, width, rounding_mode="floor")) * width + j % width
+    shift = width.bit_length() - 1
+    if 1 << shift == width:  # the usual power-of-two widths: shifts instead of divisions
+        cols = (best.gather(1, j >> shift) << shift) | (j & (width - 1))
+    else:
+        cols = best.gather(1, torch.div(j, width, rounding_mode="floor")) * width + j % width
     return vals, cols
 
 
@@ -294,7 +299,7 @@ def _exact_block(
     block = buf[:n, :n_scored]
     torch.mm(users, items_t, out=block)
     if masked is not None and masked[0].numel():
-        block.index_put_(masked, torch.tensor(float("-inf"), dtype=buf.dtype, device=buf.device))
+        block[masked] = float("-inf")
     if width:
         vals, idx = _two_stage_topk(buf, n, k_fetch, width)
     else:
@@ -324,7 +329,7 @@ def _bf16_block(
     bound = buf[:n, :n_scored]
     torch.mm(_bf16_with_bounds(users, users=True), items_aug_t, out=bound)
     if masked is not None and masked[0].numel():
-        bound.index_put_(masked, torch.tensor(float("-inf"), dtype=buf.dtype, device=dev))
+        bound[masked] = float("-inf")
     ids = torch.full((n, kk), -1, dtype=torch.int64, device=dev)
     scores = torch.full((n, kk), float("-inf"), dtype=torch.float32, device=dev)
     pending = torch.arange(n, device=dev)
@@ -437,7 +442,8 @@ def topk_items(
     excl = None if excl_arrays is None else _Exclusion(*excl_arrays, dev)
 
     elem = torch.empty((), dtype=dtype).element_size()
-    n_cols = -(-n_scored // 64) * 64  # room for the chunk padding of every two-stage width
+    pad = math.lcm(*TWO_STAGE_WIDTHS)  # room for the chunk padding of every two-stage width
+    n_cols = -(-n_scored // pad) * pad
     items_t = items.T  # a transposed view: the GEMM reads it in place
     if mode == "bf16":
         rows = block_size or min(BF16_BLOCK_USERS, block_rows(n_cols, memory_budget_bytes, 2))

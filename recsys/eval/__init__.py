@@ -3,7 +3,9 @@
 Everything is batched on torch (CPU or CUDA, same code) with no Python loop per user:
 
 - :func:`topk_items`: exact top-k per user in fused blocks (one matrix product, masking of the
-  training items by a CSR scatter, ``topk``), memory bounded by a budget.
+  training items by a CSR scatter, a two-stage top-k), memory bounded by a budget; from 256
+  factors on AMX CPUs a bfloat16 product finds candidates that are re-scored in float32 with a
+  per-user proof of exactness (``precision=``).
 - :func:`ranking_metrics`: recall, capped recall, precision, NDCG, MAP, hit rate, MRR at any k.
 - :func:`beyond_accuracy_metrics`: catalog coverage, Gini of exposure, popularity percentile,
   novelty, intra-list diversity.

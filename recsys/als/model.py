@@ -280,7 +280,7 @@ class ALS:
         n_cols = matrix.shape[1]
         scale = (counts + self.weighting.all_pairs_weight * n_cols) ** self.reg_exponent
         reg = (self.params["regularization"] * scale).to(self.device, self.dtype)
-        return {"buckets": buckets, "empty": empty, "reg": reg, "n_rows": matrix.shape[0]}
+        return {"buckets": buckets, "empty": empty, "reg": reg}
 
     def _fixed_side(
         self, factors: torch.Tensor, bias: torch.Tensor | None
@@ -311,8 +311,6 @@ class ALS:
             row_reg=structure["reg"],
             weighting=self.weighting,
             buckets=structure["buckets"],
-            empty_rows=structure["empty"],
-            n_rows=structure["n_rows"],
             memory_budget_bytes=int(self.params["memory_budget_mb"] * 2**20),
         )
         c = self._bias_column if current_bias is not None else 1.0

@@ -32,8 +32,6 @@ class HalfProblem:
     row_reg: torch.Tensor  # (n_rows,) lambda_u of every row
     weighting: Weighting
     buckets: list[Bucket]
-    empty_rows: torch.Tensor  # rows with no observed entries: they get zero vectors
-    n_rows: int
     memory_budget_bytes: int
 
     def __post_init__(self) -> None:

@@ -37,15 +37,12 @@ class _Eigenbasis:
 
 
 def _cholesky_solve(
-    matrices: torch.Tensor, rhs: torch.Tensor, factor: torch.Tensor | None = None
+    matrices: torch.Tensor, rhs: torch.Tensor, factor: torch.Tensor
 ) -> torch.Tensor:
-    """Solve a batch of SPD systems (the factor into `factor` when given); raise a clear error
-    when one is not positive definite."""
-    if factor is None:
-        factor, info = torch.linalg.cholesky_ex(matrices)
-    else:
-        info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
-        torch.linalg.cholesky_ex(matrices, out=(factor, info))
+    """Solve a batch of SPD systems, factorising into the scratch tensor `factor`; raise a clear
+    error when one is not positive definite."""
+    info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
+    torch.linalg.cholesky_ex(matrices, out=(factor, info))
     if bool((info > 0).any()):
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "

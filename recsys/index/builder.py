@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from recsys.index.item_index import KINDS, METRICS, ItemIndex, faiss_gpu_count
+from recsys.index.item_index import KINDS, METRICS, ItemIndex, combine_shards, faiss_gpu_count
 from recsys.index.vectors import as_float32_matrix, mips_augment_items, normalize_rows
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def build_index(
     item_ids: Any = None,
     vectors: str = "custom",
     seed: int = 0,
+    shards: int = 1,
 ) -> ItemIndex:
     """Build an :class:`ItemIndex` over ``item_vectors`` (n_items, d).
 
@@ -95,6 +96,12 @@ def build_index(
         vectors: what was indexed, recorded for load-time checks: "embeddings" (model
             item_embeddings), "factors" (item factors) or "custom".
         seed: k-means seed for IVF training.
+        shards: split the items over this many Faiss sub-indexes of the same kind (contiguous
+            rows, sizes differing by at most one) combined with ``faiss.IndexShards`` and
+            successive ids, so ids are still internal item indices. Each shard is trained on
+            its own rows (IVF: ``nlist`` lists per shard, default from the smallest shard, and
+            ``nprobe`` lists probed per shard). Exact (flat) search returns the same top-k as one
+            index. With ``device="gpu"`` shard s goes to GPU ``(gpu_id + s) % n_gpus``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -128,19 +135,21 @@ def build_index(
         faiss_metric = faiss.METRIC_L2
     dd = xb.shape[1]
 
+    if not 1 <= int(shards) <= n:
+        raise ValueError(f"shards must be in [1, n_items={n}], got {shards}")
+    shards = int(shards)
+    bounds = shard_bounds(n, shards)
+    smallest = int(np.diff(bounds).min())
+
     params: dict[str, Any] = {}
-    if kind == "flat":
-        index = faiss.IndexFlat(dd, faiss_metric)
-    elif kind == "ivf":
-        nlist = default_nlist(n) if nlist is None else int(nlist)
-        if not 1 <= nlist <= n:
-            raise ValueError(f"nlist must be in [1, n_items={n}], got {nlist}")
+    if kind == "ivf":
+        nlist = default_nlist(smallest) if nlist is None else int(nlist)
+        if not 1 <= nlist <= smallest:
+            where = f"the smallest shard ({smallest} items)" if shards > 1 else f"n_items={n}"
+            raise ValueError(f"nlist must be in [1, {where}], got {nlist}")
         nprobe = default_nprobe(nlist) if nprobe is None else int(nprobe)
         if nprobe < 1:
             raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-        # The factory gives an IndexIVFFlat that owns its quantizer (IndexFlatIP for IP).
-        index = faiss.index_factory(dd, f"IVF{nlist},Flat", faiss_metric)
-        faiss.extract_index_ivf(index).cp.seed = int(seed)
         params.update(nlist=nlist, nprobe=min(nprobe, nlist))
     elif kind == "hnsw":
         if hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
@@ -148,31 +157,32 @@ def build_index(
                 f"need hnsw_m >= 2, ef_construction >= 1, ef_search >= 1; got {hnsw_m}, "
                 f"{ef_construction}, {ef_search}"
             )
-        index = faiss.IndexHNSWFlat(dd, int(hnsw_m), faiss_metric)
-        index.hnsw.efConstruction = int(ef_construction)
-        index.hnsw.efSearch = int(ef_search)
         params.update(M=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
-    else:
-        if not factory:
-            raise ValueError("kind='factory' needs a Faiss factory string, e.g. 'IVF1024,SQ8'")
-        try:
-            index = faiss.index_factory(dd, factory, faiss_metric)
-        except RuntimeError as err:
-            raise ValueError(f"Faiss cannot build factory string {factory!r}: {err}") from err
-        params["factory"] = factory
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None:
-            ivf.cp.seed = int(seed)
-            params["nlist"] = int(ivf.nlist)
-            if nprobe is not None:
-                params["nprobe"] = int(nprobe)
-        elif isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
-            params["ef_search"] = int(ef_search)
+    elif kind == "factory" and not factory:
+        raise ValueError("kind='factory' needs a Faiss factory string, e.g. 'IVF1024,SQ8'")
 
-    if not index.is_trained:
-        logger.info("training %s index on %d vectors", kind, n)
-        index.train(xb)
-    index.add(xb)
+    parts = []
+    for s in range(shards):
+        rows = xb[bounds[s] : bounds[s + 1]]
+        part, extra = _new_faiss_index(
+            kind,
+            dd,
+            faiss_metric,
+            nlist=nlist,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            factory=factory,
+            nprobe=nprobe,
+            seed=seed,
+        )
+        params.update(extra)
+        if not part.is_trained:
+            logger.info("training %s index on %d vectors", kind, rows.shape[0])
+            part.train(rows)
+        part.add(rows)
+        parts.append(part)
+    index = parts[0] if shards == 1 else combine_shards(parts)
     item_index = ItemIndex(
         index,
         kind=kind,
@@ -188,6 +198,58 @@ def build_index(
     if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
         item_index.to_gpu(gpu_id)
     return item_index
+
+
+def shard_bounds(n_items: int, shards: int) -> np.ndarray:
+    """Row boundaries of ``shards`` contiguous shards over ``n_items`` rows: shard s holds rows
+    ``bounds[s]:bounds[s + 1]``; sizes differ by at most one (the first ones are larger)."""
+    base, extra = divmod(int(n_items), int(shards))
+    sizes = np.full(int(shards), base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate(([0], np.cumsum(sizes)))
+
+
+def _new_faiss_index(
+    kind: str,
+    dd: int,
+    faiss_metric: int,
+    *,
+    nlist: int | None,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: int,
+    factory: str | None,
+    nprobe: int | None,
+    seed: int,
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """An empty (untrained) Faiss index of ``kind`` plus the factory-derived params."""
+    extra: dict[str, Any] = {}
+    if kind == "flat":
+        return faiss.IndexFlat(dd, faiss_metric), extra
+    if kind == "ivf":
+        # The factory gives an IndexIVFFlat that owns its quantizer (IndexFlatIP for IP).
+        index = faiss.index_factory(dd, f"IVF{nlist},Flat", faiss_metric)
+        faiss.extract_index_ivf(index).cp.seed = int(seed)
+        return index, extra
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dd, int(hnsw_m), faiss_metric)
+        index.hnsw.efConstruction = int(ef_construction)
+        index.hnsw.efSearch = int(ef_search)
+        return index, extra
+    try:
+        index = faiss.index_factory(dd, factory, faiss_metric)
+    except RuntimeError as err:
+        raise ValueError(f"Faiss cannot build factory string {factory!r}: {err}") from err
+    extra["factory"] = factory
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.cp.seed = int(seed)
+        extra["nlist"] = int(ivf.nlist)
+        if nprobe is not None:
+            extra["nprobe"] = int(nprobe)
+    elif isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+        extra["ef_search"] = int(ef_search)
+    return index, extra
 
 
 def model_item_vectors(model: Any, vectors: str = "embeddings") -> np.ndarray:

@@ -6,6 +6,13 @@ search-time parameters and ID selectors to it. ItemIndex keeps all of that toget
 queries are always transformed the same way the items were, and every search returns scores
 on one convention: higher is better (inner product, cosine similarity, or minus the squared L2
 distance).
+
+A sharded index (``build_index(..., shards=S)``) is a Faiss ``IndexShards`` with
+``successive_ids``: shard s holds the items ``offset_s .. offset_s + size_s - 1`` and Faiss shifts
+its local result ids by ``offset_s``. Unfiltered searches go through ``IndexShards`` (which passes
+the search parameters, nprobe / efSearch, to every shard and merges the per-shard top-k); a
+filtered search gives each shard its own slice of the allow mask as an ID selector (a selector
+passed to ``IndexShards`` would be read with the shards' *local* ids) and merges here.
 """
 
 from __future__ import annotations
@@ -54,12 +61,36 @@ def _ivf_of(index: faiss.Index) -> Any:
         return None
 
 
+def shard_list(index: faiss.Index) -> list[faiss.Index] | None:
+    """The sub-indexes of a Faiss ``IndexShards`` (downcast), or None for any other index."""
+    base = faiss.downcast_index(index)
+    if not isinstance(base, faiss.IndexShards):
+        return None
+    return [faiss.downcast_index(base.at(i)) for i in range(base.count())]
+
+
+def combine_shards(shards: list[faiss.Index], *, threaded: bool = False) -> faiss.Index:
+    """One ``IndexShards`` over ``shards`` with successive ids: shard s's local id j is returned
+    as ``sum(len(shard t) for t < s) + j``, so rows keep the order of the shards.
+
+    ``threaded`` runs each shard's search in its own thread (wanted for one shard per GPU; on
+    the CPU every shard search is already parallel inside Faiss).
+    """
+    if not shards:
+        raise ValueError("need at least one shard")
+    combined = faiss.IndexShards(int(shards[0].d), bool(threaded), True)
+    for sub in shards:
+        combined.add_shard(sub)  # the faiss wrapper keeps a Python reference to sub
+    return combined
+
+
 class ItemIndex:
     """A built (or loaded) Faiss index over one catalog's item vectors.
 
     Rows of the Faiss index are internal item indices 0..n_items-1; ``item_ids[i]`` is the
     external id of row i. Build one with :func:`recsys.index.build_index`, or load one with
-    :func:`recsys.index.load_index`.
+    :func:`recsys.index.load_index`. ``index`` may be a Faiss ``IndexShards`` with successive
+    ids (see the module docstring); ``shards`` / ``shard_sizes`` describe it.
 
     Attributes:
         kind: "flat", "ivf", "hnsw" or "factory".
@@ -121,12 +152,38 @@ class ItemIndex:
         self.device = "cpu"
         self._gpu_resources: Any = None
         self._selector_support: bool | None = None
+        subs = shard_list(index)
+        self._shards: list[faiss.Index] | None = subs
+        if subs is not None:
+            if not faiss.downcast_index(index).successive_ids:
+                raise IndexMismatchError(
+                    "a sharded index must use successive ids (faiss.IndexShards(d, threaded, "
+                    "True)), so that shard results map back to item rows"
+                )
+            if any(sub.ntotal == 0 for sub in subs):
+                raise IndexMismatchError("every shard of a sharded index must hold items")
 
     # ------------------------------------------------------------------ properties
     @property
     def n_items(self) -> int:
         """Number of items (rows) in the index."""
         return int(self.index.ntotal)
+
+    @property
+    def shards(self) -> int:
+        """Number of Faiss sub-indexes the items are split over (1: a plain index)."""
+        return 1 if self._shards is None else len(self._shards)
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        """Items per shard, in row order (``[n_items]`` for a plain index)."""
+        if self._shards is None:
+            return [self.n_items]
+        return [int(sub.ntotal) for sub in self._shards]
+
+    def _base(self) -> Any:
+        """The index whose type decides search parameters (the first shard when sharded)."""
+        return faiss.downcast_index(self.index if self._shards is None else self._shards[0])
 
     @property
     def exact(self) -> bool:
@@ -156,6 +213,8 @@ class ItemIndex:
 
     def __repr__(self) -> str:
         extra = ", mips_to_l2" if self.mips_to_l2 else ""
+        if self.shards > 1:
+            extra += f", shards={self.shard_sizes}"
         return (
             f"ItemIndex(kind={self.kind!r}, metric={self.metric!r}, dim={self.dim}, "
             f"n_items={self.n_items}, params={self.params}, device={self.device!r}{extra})"
@@ -246,7 +305,7 @@ class ItemIndex:
         """SearchParameters for one CPU search, or None when nothing needs passing."""
         nprobe = nprobe if nprobe is not None else self.params.get("nprobe")
         ef = ef_search if ef_search is not None else self.params.get("ef_search")
-        base = faiss.downcast_index(self.index)
+        base = self._base()
         if self.kind == "ivf" or (self.kind == "factory" and isinstance(base, faiss.IndexIVF)):
             kwargs: dict[str, Any] = {}
             if nprobe is not None:
@@ -277,9 +336,12 @@ class ItemIndex:
         if self.device == "gpu":
             # GPU indexes take no SearchParameters (and ignore selectors): set nprobe directly.
             probe = nprobe if nprobe is not None else self.params.get("nprobe")
-            if probe is not None and hasattr(self.index, "nprobe"):
-                self.index.nprobe = int(min(max(1, probe), GPU_MAX_K))
+            for sub in [self.index] if self._shards is None else self._shards:
+                if probe is not None and hasattr(sub, "nprobe"):
+                    sub.nprobe = int(min(max(1, probe), GPU_MAX_K))
             return self.index.search(q, k)
+        if self._shards is not None and allowed is not None:
+            return self._sharded_filtered_search(q, k, allowed, nprobe, ef_search)
         bitmap = None
         selector = None
         if allowed is not None:
@@ -293,6 +355,53 @@ class ItemIndex:
             distances, ids = self.index.search(q, k, params=params)
         del bitmap, selector, params
         return distances, ids
+
+    def _sharded_filtered_search(
+        self,
+        q: np.ndarray,
+        k: int,
+        allowed: np.ndarray,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search every shard with its own slice of ``allowed`` as a selector, then merge.
+
+        Returns Faiss distances and global ids like ``IndexShards.search`` would: (n, k), best
+        first, -1 where fewer than k allowed items were found.
+        """
+        assert self._shards is not None
+        n = q.shape[0]
+        larger_is_better = self._base().metric_type == faiss.METRIC_INNER_PRODUCT
+        keys, dists, ids = [], [], []
+        offset = 0
+        for sub in self._shards:
+            size = int(sub.ntotal)
+            local = allowed[offset : offset + size]
+            if local.any():
+                kk = min(k, size)
+                bitmap = np.packbits(local, bitorder="little")
+                selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bitmap))
+                params = self._search_params(kk, selector, nprobe, ef_search)
+                d, i = sub.search(q, kk, params=params)
+                del bitmap, selector, params
+                valid = i >= 0
+                ids.append(np.where(valid, i + offset, -1))
+                dists.append(d)
+                key = d.astype(np.float64) if larger_is_better else -d.astype(np.float64)
+                keys.append(np.where(valid, key, -np.inf))
+            offset += size
+        if not ids:
+            return np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
+        key = np.concatenate(keys, axis=1)
+        # stable: on equal scores the lower shard (= lower item row) comes first
+        order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+        out_ids = np.take_along_axis(np.concatenate(ids, axis=1), order, axis=1)
+        out_d = np.take_along_axis(np.concatenate(dists, axis=1), order, axis=1)
+        if out_ids.shape[1] < k:
+            pad = k - out_ids.shape[1]
+            out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
+            out_d = np.pad(out_d, ((0, 0), (0, pad)))
+        return out_d, out_ids
 
     def _probe_selector_support(self) -> bool:
         """Check with a real search that this (factory) index honours an ID selector."""
@@ -334,48 +443,85 @@ class ItemIndex:
 
         HNSW has no GPU implementation in Faiss and stays on the CPU (logged); without a GPU
         build or device the index stays on the CPU with a warning. GPU indexes ignore ID
-        selectors, so filtered searches there over-fetch and post-filter.
+        selectors, so filtered searches there over-fetch and post-filter. A sharded index puts
+        shard s on GPU ``(gpu_id + s) % n_gpus`` (one shard per device when ``shards`` equals
+        the GPU count) and searches the shards in parallel threads.
         """
         if self.device == "gpu":
             return self
-        if self.kind == "hnsw" or _is_hnsw(self.index):
+        if self.kind == "hnsw" or _is_hnsw(self._base()):
             logger.info(
                 "HNSW indexes have no GPU implementation in Faiss: keeping the %s index on CPU",
                 self.kind,
             )
             return self
-        if faiss_gpu_count() == 0:
+        n_gpus = faiss_gpu_count()
+        if n_gpus == 0:
             logger.warning(
                 "GPU index requested but Faiss sees no GPU (faiss-cpu build or no device): "
                 "keeping the %s index on CPU",
                 self.kind,
             )
             return self
-        res = faiss.StandardGpuResources()
+        cpu_parts = [self.index] if self._shards is None else self._shards
+        devices = [(int(gpu_id) + s) % n_gpus for s in range(len(cpu_parts))]
+        resources = {dev: faiss.StandardGpuResources() for dev in sorted(set(devices))}
         try:
-            gpu_index = faiss.index_cpu_to_gpu(res, int(gpu_id), self.index)
+            gpu_parts = [
+                faiss.index_cpu_to_gpu(resources[dev], dev, part)
+                for dev, part in zip(devices, cpu_parts, strict=True)
+            ]
         except RuntimeError as err:
             logger.warning(
-                "could not move the %s index to GPU %d (%s): staying on CPU", self.kind, gpu_id, err
+                "could not move the %s index to GPU %s (%s): staying on CPU",
+                self.kind,
+                sorted(set(devices)),
+                err,
             )
             return self
-        self.index = gpu_index
-        self._gpu_resources = res
+        if self._shards is None:
+            self.index = gpu_parts[0]
+        else:
+            self._shards = gpu_parts
+            self.index = combine_shards(gpu_parts, threaded=True)
+        self._gpu_resources = resources
         self.device = "gpu"
-        logger.info("moved the %s index (%d items) to GPU %d", self.kind, self.n_items, gpu_id)
+        logger.info(
+            "moved the %s index (%d items, %d shard(s)) to GPU(s) %s",
+            self.kind,
+            self.n_items,
+            self.shards,
+            sorted(set(devices)),
+        )
         return self
 
     def to_cpu(self) -> ItemIndex:
         """Bring a GPU index back to the CPU (in place; returns self)."""
         if self.device == "gpu":
-            self.index = faiss.index_gpu_to_cpu(self.index)
+            parts = self.cpu_shards()
+            if self._shards is None:
+                self.index = parts[0]
+            else:
+                self._shards = parts
+                self.index = combine_shards(parts)
             self._gpu_resources = None
             self.device = "cpu"
         return self
 
+    def cpu_shards(self) -> list[faiss.Index]:
+        """The CPU Faiss index of every shard in row order (``[cpu_index()]`` when unsharded);
+        copies when the index is on the GPU."""
+        parts = [self.index] if self._shards is None else self._shards
+        if self.device == "gpu":
+            return [faiss.index_gpu_to_cpu(part) for part in parts]
+        return list(parts)
+
     def cpu_index(self) -> faiss.Index:
         """A CPU Faiss index with the same content (the index itself when already on CPU)."""
-        return faiss.index_gpu_to_cpu(self.index) if self.device == "gpu" else self.index
+        if self.device != "gpu":
+            return self.index
+        parts = self.cpu_shards()
+        return parts[0] if self._shards is None else combine_shards(parts)
 
     # ------------------------------------------------------------------ compatibility
     def check_compatible(

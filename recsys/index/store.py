@@ -6,6 +6,12 @@ dimension of the query vectors, the index type and parameters, the external item
 SHA-256 of the model file the index was built from, the SHA-256 of the .faiss file itself (so a
 half-replaced pair is detected), and the Faiss version. Loading checks all of it against the
 model it is used with and fails with a message that says what differs.
+
+Faiss cannot serialize an ``IndexShards``, so a sharded index (``shards`` > 1 in the sidecar) is
+stored as its shards' Faiss serializations written one after the other into the one index file;
+the sidecar records the number of shards, each shard's item count and byte length, and loading
+joins them again with ``IndexShards`` (successive ids). Such a file is read with
+:func:`load_index`, not ``faiss.read_index``. A plain index stays a plain Faiss file.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from recsys.index.builder import model_item_vectors
 from recsys.index.errors import IndexMismatchError
-from recsys.index.item_index import ItemIndex
+from recsys.index.item_index import ItemIndex, combine_shards
 from recsys.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -79,8 +85,24 @@ def save_index(
     """
     path = Path(path)
     model_sha = file_sha256(model_path) if model_path is not None else item_index.model_sha256
-    cpu_index = item_index.cpu_index()
-    _atomic_write(path, lambda tmp: faiss.write_index(cpu_index, str(tmp)))
+    shard_bytes: list[int] = []
+    if item_index.shards == 1:
+        cpu_index = item_index.cpu_index()
+        index_dim = int(cpu_index.d)
+        _atomic_write(path, lambda tmp: faiss.write_index(cpu_index, str(tmp)))
+    else:
+        parts = item_index.cpu_shards()
+        index_dim = int(parts[0].d)
+
+        def write_shards(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                for part in parts:  # one shard's bytes in memory at a time
+                    blob = faiss.serialize_index(part)
+                    f.write(blob.tobytes())
+                    shard_bytes.append(int(blob.size))
+                    del blob
+
+        _atomic_write(path, write_shards)
     id_kind, id_values = _ids_to_json(item_index.item_ids)
     meta = {
         "format": SIDECAR_FORMAT,
@@ -88,8 +110,11 @@ def save_index(
         "kind": item_index.kind,
         "metric": item_index.metric,
         "dim": item_index.dim,
-        "index_dim": int(cpu_index.d),
+        "index_dim": index_dim,
         "n_items": item_index.n_items,
+        "shards": item_index.shards,
+        "shard_sizes": item_index.shard_sizes,
+        "shard_bytes": shard_bytes or None,
         "params": item_index.params,
         "mips_to_l2": item_index.mips_to_l2,
         "max_norm": item_index.max_norm,
@@ -131,6 +156,37 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _read_faiss(path: Path, meta: dict[str, Any]) -> faiss.Index:
+    """The Faiss index of ``path``: a plain Faiss file, or the shards a sharded save wrote."""
+    shards = int(meta.get("shards") or 1)
+    if shards == 1:
+        return faiss.read_index(str(path))
+    sizes = meta.get("shard_sizes") or []
+    lengths = meta.get("shard_bytes") or []
+    if len(sizes) != shards or len(lengths) != shards or sum(lengths) != path.stat().st_size:
+        raise IndexMismatchError(
+            f"{sidecar_path(path).name} describes {shards} shards but its shard_sizes / "
+            f"shard_bytes do not fit {path.name} ({path.stat().st_size} bytes); re-export the index"
+        )
+    parts = []
+    with open(path, "rb") as f:
+        for s, (size, length) in enumerate(zip(sizes, lengths, strict=True)):
+            blob = np.frombuffer(f.read(int(length)), dtype=np.uint8)
+            try:
+                part = faiss.deserialize_index(blob)
+            except RuntimeError as err:
+                raise IndexMismatchError(
+                    f"shard {s} of {path} cannot be read ({err}); re-export the index"
+                ) from None
+            if int(part.ntotal) != int(size):
+                raise IndexMismatchError(
+                    f"shard {s} of {path} holds {part.ntotal} items but the sidecar says {size}; "
+                    "re-export the index"
+                )
+            parts.append(part)
+    return combine_shards(parts)
+
+
 def load_index(
     path: str | os.PathLike[str],
     *,
@@ -163,7 +219,7 @@ def load_index(
             f"{path} does not match its sidecar {sidecar_path(path).name} (SHA-256 differs): "
             "the pair was not written together; re-export the index"
         )
-    index = faiss.read_index(str(path))
+    index = _read_faiss(path, meta)
     if int(index.ntotal) != int(meta["n_items"]) or int(index.d) != int(meta["index_dim"]):
         raise IndexMismatchError(
             f"{path} holds {index.ntotal} vectors of dimension {index.d} but its sidecar says "

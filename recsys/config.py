@@ -244,7 +244,11 @@ class SplitConfig:
 
 @dataclass
 class IndexConfig:
-    """``index``: the Faiss index the item embeddings are exported into (see recsys.index)."""
+    """``index``: the Faiss index the item embeddings are exported into (see recsys.index).
+
+    ``shards`` > 1 splits the items over that many Faiss sub-indexes of the same type (faiss
+    ``IndexShards``; with ``gpu`` one shard per GPU when it equals the GPU count).
+    """
 
     type: str = "flat"
     metric: str = "ip"
@@ -256,6 +260,7 @@ class IndexConfig:
     factory: str | None = None
     mips_to_l2: bool | None = None
     gpu: bool = False
+    shards: int = 1
 
     def __post_init__(self) -> None:
         _one_of("index.type", self.type, INDEX_TYPES)
@@ -266,6 +271,7 @@ class IndexConfig:
         _int_at_least("index.M", self.M, 2)
         _int_at_least("index.ef_construction", self.ef_construction, 1)
         _int_at_least("index.ef_search", self.ef_search, 1)
+        _int_at_least("index.shards", self.shards, 1)
         if self.type == "factory" and not self.factory:
             _fail("index.factory", self.factory, "index.type=factory needs a Faiss factory string")
 

@@ -911,6 +911,7 @@ def export_index(
         device="gpu" if ix.gpu else "cpu",
         item_ids=model.item_ids,
         seed=conf.seed,
+        shards=ix.shards,
     )
     sidecar = save_index(index, path, model_path=model_path)
     return {
@@ -918,6 +919,7 @@ def export_index(
         "sidecar": sidecar.name,
         "type": ix.type,
         "metric": ix.metric,
+        "shards": index.shards,
         "description": repr(index),
     }
 

@@ -286,3 +286,26 @@ def test_sharded_index_on_gpu_equals_cpu(tmp_path: Path) -> None:
     gpu.save(tmp_path / "items.faiss")
     loaded = load_index(tmp_path / "items.faiss", item_vectors=ITEMS)
     np.testing.assert_array_equal(loaded.search(QUERIES, 10)[0], cpu.search(QUERIES, 10)[0])
+
+
+# ----------------------------------------------------------------------------- configuration
+def test_index_shards_config_and_pipeline_export(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from recsys.config import ConfigError, IndexConfig
+    from recsys.pipeline import export_index
+
+    with pytest.raises(ConfigError, match=r"index.shards=0: must be an integer >= 1"):
+        IndexConfig(shards=0)
+
+    class Model:
+        item_ids = np.arange(N_ITEMS) * 10
+
+        def item_embeddings(self) -> np.ndarray:
+            return ITEMS
+
+    conf = SimpleNamespace(index=IndexConfig(type="flat", shards=3), seed=0)
+    info = export_index(Model(), conf, tmp_path / "items.faiss")
+    assert info["shards"] == 3 and read_sidecar(tmp_path / "items.faiss")["shards"] == 3
+    loaded = load_index(tmp_path / "items.faiss", model=Model())
+    np.testing.assert_array_equal(loaded.search(QUERIES, 10)[0], brute_topk(EXACT, 10))

@@ -172,6 +172,8 @@ class DataConfig:
     ``source`` picks the loader: ``synthetic`` (made in code from ``preset`` and the seed),
     ``movielens`` (a MovieLens folder: 100k, 1m, 20m, 25m, latest), ``lightgcn`` (a folder with
     ``train.txt`` / ``test.txt``), ``files`` (a delimited or Parquet file, with column names).
+    ``chunk_rows``: ``files`` are read that many lines / rows at a time in two passes, so the raw
+    table and the matrix are never in memory together (null: the whole file at once).
     """
 
     source: str = "synthetic"
@@ -189,6 +191,7 @@ class DataConfig:
     timestamp_col: str | None = None
     sep: str | None = None
     header: bool = True
+    chunk_rows: int | None = 1_000_000
     binarize: float | None = None
     min_user_interactions: int = 0
     min_item_interactions: int = 0
@@ -206,6 +209,8 @@ class DataConfig:
             )
         if self.binarize is not None:
             _number_at_least("data.binarize", self.binarize, 0.0)
+        if self.chunk_rows is not None:
+            _int_at_least("data.chunk_rows", self.chunk_rows, 1)
         _int_at_least("data.min_user_interactions", self.min_user_interactions, 0)
         _int_at_least("data.min_item_interactions", self.min_item_interactions, 0)
 

@@ -309,6 +309,7 @@ def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
             sep=d.sep,
             header=d.header,
             test_path=_resolve_path(d.test_path),
+            chunk_rows=d.chunk_rows,
         )
     if isinstance(result, rdata.Split):
         return result.train, result

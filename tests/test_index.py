@@ -100,6 +100,23 @@ def test_ivf_probing_every_list_is_exact(mips: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("mips", [False, True])
+def test_refined_ivf_factory_honours_nprobe_and_k_factor(mips: bool) -> None:
+    """An "IVF..,SQ8,RFlat" index passes nprobe through the refine wrapper to its IVF."""
+    index = build_index(ITEMS, "factory", "ip", factory="IVF8,SQ4,RFlat", mips_to_l2=mips)
+    want_ids, want_scores = brute_top_k(IP, 10)
+    # every list probed and every item re-scored exactly: the exact top-k
+    index.set_search_params(nprobe=8, k_factor=len(ITEMS) / 10)
+    ids, scores = index.search(QUERIES, 10)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-4)
+    # one list probed: some true neighbours are missed (before the fix nprobe was ignored)
+    ids1, _ = index.search(QUERIES, 10, nprobe=1)
+    assert not np.array_equal(ids1, want_ids)
+    with pytest.raises(ValueError, match="k_factor must be >= 1"):
+        index.set_search_params(k_factor=0.5)
+
+
 def test_hnsw_recall_and_exact_scores() -> None:
     index = build_index(ITEMS, "hnsw", "ip", hnsw_m=16, ef_construction=80, ef_search=64)
     assert index.params == {"M": 16, "ef_construction": 80, "ef_search": 64}

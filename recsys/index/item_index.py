@@ -302,27 +302,31 @@ class ItemIndex:
     def _search_params(
         self, k: int, selector: Any, nprobe: int | None, ef_search: int | None
     ) -> Any:
-        """SearchParameters for one CPU search, or None when nothing needs passing."""
+        """SearchParameters for one CPU search, or None when nothing needs passing.
+
+        A refined factory index (``...,RFlat`` / ``...,Refine(...)``) gets
+        IndexRefineSearchParameters whose ``base_index_params`` carry nprobe / efSearch and the
+        selector to the IVF or HNSW inside it (Faiss ignores them otherwise), and whose
+        ``k_factor`` (candidates re-scored = k_factor * k) comes from ``params["k_factor"]``.
+        """
         nprobe = nprobe if nprobe is not None else self.params.get("nprobe")
         ef = ef_search if ef_search is not None else self.params.get("ef_search")
         base = self._base()
-        if self.kind == "ivf" or (self.kind == "factory" and isinstance(base, faiss.IndexIVF)):
-            kwargs: dict[str, Any] = {}
-            if nprobe is not None:
-                kwargs["nprobe"] = int(min(max(1, nprobe), base.nlist))
-            if selector is not None:
-                kwargs["sel"] = selector
-            return faiss.SearchParametersIVF(**kwargs) if kwargs else None
-        if self.kind == "hnsw" or (self.kind == "factory" and isinstance(base, faiss.IndexHNSW)):
-            kwargs = {}
-            if ef is not None:
-                kwargs["efSearch"] = int(max(ef, k))
-            if selector is not None:
-                kwargs["sel"] = selector
-            return faiss.SearchParametersHNSW(**kwargs) if kwargs else None
-        if selector is not None:
-            return faiss.SearchParameters(sel=selector)
-        return None
+        if not isinstance(base, faiss.IndexRefine):
+            return _base_search_params(base, k, selector, nprobe, ef)
+        k_factor = float(self.params.get("k_factor", base.k_factor))
+        inner = _base_search_params(
+            faiss.downcast_index(base.base_index),
+            int(np.ceil(k * k_factor)),
+            selector,
+            nprobe,
+            ef,
+        )
+        params = faiss.IndexRefineSearchParameters(k_factor=k_factor)
+        if inner is not None:
+            params.base_index_params = inner
+            params.keep_alive = inner  # Faiss holds a raw pointer to the inner parameters
+        return params
 
     def _faiss_search(
         self,
@@ -427,8 +431,22 @@ class ItemIndex:
         return ok
 
     # ------------------------------------------------------------------ parameters / devices
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change the default nprobe (IVF) / efSearch (HNSW) used by later searches."""
+    def set_search_params(
+        self,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: float | None = None,
+    ) -> None:
+        """Change the default nprobe (IVF) / efSearch (HNSW) used by later searches.
+
+        ``k_factor`` applies to refined factory indexes (e.g. "IVF4096,SQ8,RFlat"): the inner
+        index returns k_factor * k candidates, which are re-scored exactly.
+        """
+        if k_factor is not None:
+            if k_factor < 1:
+                raise ValueError(f"k_factor must be >= 1, got {k_factor}")
+            self.params["k_factor"] = float(k_factor)
         if nprobe is not None:
             if nprobe < 1:
                 raise ValueError(f"nprobe must be >= 1, got {nprobe}")
@@ -559,6 +577,29 @@ class ItemIndex:
         from recsys.index.store import save_index
 
         save_index(self, path, model_path=model_path)
+
+
+def _base_search_params(
+    base: Any, k: int, selector: Any, nprobe: int | None, ef: int | None
+) -> Any:
+    """SearchParameters for a plain (unrefined) Faiss index, or None when nothing is needed."""
+    if isinstance(base, faiss.IndexIVF):
+        kwargs: dict[str, Any] = {}
+        if nprobe is not None:
+            kwargs["nprobe"] = int(min(max(1, nprobe), base.nlist))
+        if selector is not None:
+            kwargs["sel"] = selector
+        return faiss.SearchParametersIVF(**kwargs) if kwargs else None
+    if isinstance(base, faiss.IndexHNSW):
+        kwargs = {}
+        if ef is not None:
+            kwargs["efSearch"] = int(max(ef, k))
+        if selector is not None:
+            kwargs["sel"] = selector
+        return faiss.SearchParametersHNSW(**kwargs) if kwargs else None
+    if selector is not None:
+        return faiss.SearchParameters(sel=selector)
+    return None
 
 
 def describe_id_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str | None:

@@ -21,8 +21,8 @@ def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> 
     return dense.astype(np.float64)
 
 
-def reference_user_update(model: ALS, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve each user's normal equations densely in float64 from the model's item side."""
+def reference_user_systems(model: ALS, dense: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
+    """Each nonempty user's normal equations (lhs, rhs) in float64, over [x_u, b_u]."""
     y = model.item_factors.double().cpu().numpy()
     n_items, f = y.shape
     use_bias = model.item_bias is not None
@@ -32,7 +32,7 @@ def reference_user_update(model: ALS, dense: np.ndarray) -> tuple[np.ndarray, np
     lam, lam_b = model.params["regularization"], model.params["bias_regularization"]
     reg_diag = np.r_[np.full(f, lam), [lam_b]] if use_bias else np.full(f, lam)
     a = model.weighting.all_pairs_weight
-    xs, bs = np.zeros((dense.shape[0], f)), np.zeros(dense.shape[0])
+    systems = {}
     for u, row in enumerate(dense):
         cols = np.flatnonzero(row)
         if cols.size == 0:
@@ -44,9 +44,18 @@ def reference_user_update(model: ALS, dense: np.ndarray) -> tuple[np.ndarray, np
         fu = fixed[cols]
         lhs = a * fixed.T @ fixed + fu.T @ (d[:, None] * fu) + scale * np.diag(reg_diag)
         rhs = fu.T @ (g - d * offsets[cols]) - a * fixed.T @ offsets
+        systems[u] = (lhs, rhs)
+    return systems
+
+
+def reference_user_update(model: ALS, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve each user's normal equations densely in float64 from the model's item side."""
+    f = model.n_factors
+    xs, bs = np.zeros((dense.shape[0], f)), np.zeros(dense.shape[0])
+    for u, (lhs, rhs) in reference_user_systems(model, dense).items():
         z = np.linalg.solve(lhs, rhs)
         xs[u] = z[:f]
-        bs[u] = z[f] if use_bias else 0.0
+        bs[u] = z[f] if model.item_bias is not None else 0.0
     return xs, bs
 
 
@@ -421,3 +430,96 @@ def test_loss_can_be_skipped_without_changing_the_factors():
     assert torch.equal(with_loss.item_factors, without.item_factors)
     assert len(seen) == 3 and all(np.isnan(seen))
     assert all(h["seconds"] > 0 for h in without.history)
+
+
+# ---------------------------------------------------------------------- posterior sampling
+@pytest.mark.parametrize(
+    ("weighting", "n_factors"), [("explicit", 6), ("explicit", 24), ("ials", 6), ("ials", 24)]
+)
+def test_posterior_draws_follow_the_conditional_gaussian(weighting, n_factors):
+    """Draws of one user (the row repeated) have mean A^-1 b and covariance sigma^2 A^-1."""
+    dense = random_matrix()
+    model = ALS(
+        n_factors=n_factors, regularization=0.1, bias_regularization=0.05, weighting=weighting,
+        alpha0=0.1, iterations=2, device="cpu", dtype="float64",
+    ).fit(sp.csr_matrix(dense))  # fmt: skip
+    user, draws, sigma = 5, 3000, 0.7
+    lhs, rhs = reference_user_systems(model, dense)[user]
+    rows = sp.csr_matrix(np.repeat(dense[user : user + 1], draws, axis=0))
+    generator = torch.Generator().manual_seed(0)
+    zeros = torch.zeros(draws, n_factors, dtype=torch.float64)
+    factors, bias = model._solve_side(
+        model._structure(rows), model.item_factors, model.item_bias, zeros, zeros[:, 0],
+        noise_scale=sigma, generator=generator,
+    )  # fmt: skip
+    samples = torch.cat([factors, bias[:, None]], dim=1).numpy()
+    # whiten with the reference: z = L^T (x - mean) / sigma must be standard normal
+    chol = np.linalg.cholesky(lhs)
+    z = (samples - np.linalg.solve(lhs, rhs)) @ chol / sigma
+    assert np.abs(z.mean(0)).max() < 4.5 / np.sqrt(draws)
+    assert np.abs(np.cov(z.T) - np.eye(z.shape[1])).max() < 0.12
+
+
+def explicit_problem(seed=0, n_users=120, n_items=90, rank=3, density=0.25):
+    """Planted low-rank ratings with noise: a train and a held-out matrix."""
+    rng = np.random.default_rng(seed)
+    truth = 3.0 + rng.normal(size=(n_users, rank)) @ rng.normal(size=(rank, n_items)) / 1.5
+    observed = rng.random((n_users, n_items)) < density
+    ratings = np.where(observed, truth + rng.normal(scale=0.8, size=truth.shape), 0.0)
+    held_out = observed & (rng.random(truth.shape) < 0.2)
+    train = sp.csr_matrix(np.where(held_out, 0.0, ratings))
+    rows, cols = np.nonzero(held_out)
+    return train, rows, cols, ratings[rows, cols]
+
+
+def test_posterior_average_predicts_held_out_ratings_better_than_the_point_estimate():
+    train, rows, cols, values = explicit_problem()
+
+    def rmse(m: ALS) -> float:
+        return float(np.sqrt(np.mean((m.predict(rows, cols) - values) ** 2)))
+
+    model = ALS(
+        n_factors=12, regularization=0.02, weighting="explicit", iterations=10, device="cpu"
+    ).fit(train)
+    point = rmse(model)
+    model.sample_posterior(train, samples=40, burn_in=5)
+    assert rmse(model) < point - 0.02
+
+
+def test_sample_posterior_concatenates_draws_and_round_trips(tmp_path):
+    train, rows, cols, _ = explicit_problem(n_users=40, n_items=30)
+    model = ALS(n_factors=4, regularization=0.1, weighting="explicit", iterations=3, device="cpu")
+    model.fit(train)
+    twin = ALS.load(model.save(tmp_path / "map.npz"))
+    model.sample_posterior(train, samples=3, burn_in=1, seed=7)
+    assert model.user_factors.shape == (40, 12) and model.item_factors.shape == (30, 12)
+    assert model.item_embeddings().shape == (30, 13)  # 3 draws x 4 factors + the item bias
+    history = [h for h in model.history if h.get("phase") == "posterior"]
+    assert len(history) == 4 and all(h["noise_precision"] > 0 for h in history)
+    # the average of the draws' predictions is the prediction of the side-by-side model
+    draws = twin.sample_posterior(train, samples=3, burn_in=1, seed=7)
+    assert torch.equal(draws.user_factors, model.user_factors)  # same seed, same draws
+    loaded = ALS.load(model.save(tmp_path / "posterior.npz"))
+    assert loaded.posterior == {"samples": 3, "burn_in": 1, "seed": 7}
+    np.testing.assert_allclose(loaded.predict(rows, cols), model.predict(rows, cols), rtol=1e-6)
+    with pytest.raises(ValueError, match="averages 3 posterior draws"):
+        loaded.fold_in(train[:2])
+    with pytest.raises(ValueError, match="averages 3 posterior draws"):
+        loaded.fit(train, resume=True)
+    loaded.fit(train)  # from scratch: a single model again
+    assert loaded.posterior is None and loaded.user_factors.shape == (40, 4)
+
+
+def test_sample_posterior_rejects_bad_arguments():
+    train, *_ = explicit_problem(n_users=20, n_items=15)
+    model = ALS(n_factors=3, regularization=0.1, weighting="explicit", iterations=1, device="cpu")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.sample_posterior(train)
+    model.fit(train)
+    with pytest.raises(ValueError, match="samples must be"):
+        model.sample_posterior(train, samples=0)
+    with pytest.raises(ValueError, match="user_items is 20 x 14"):
+        model.sample_posterior(train[:, :14])
+    cg = ALS(n_factors=3, regularization=0.1, weighting="explicit", solver="cg", iterations=1)
+    with pytest.raises(ValueError, match="solver='cholesky'"):
+        cg.fit(train).sample_posterior(train)

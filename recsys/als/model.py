@@ -175,6 +175,9 @@ class ALS:
         self.user_ids: np.ndarray | None = None
         self.item_ids: np.ndarray | None = None
         self.history: list[dict[str, float]] = []
+        #: set by `sample_posterior`: {"samples": S, "burn_in": B, "seed": s}; the factors then
+        #: hold S posterior draws side by side (S * f columns)
+        self.posterior: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -218,9 +221,12 @@ class ALS:
         matrix, source = _as_csr(user_items)
         values = torch.from_numpy(matrix.data)
         self.weighting.check_values(values)
+        if resume and self.posterior is not None:
+            self._require_single("resume training")
         if not (resume and self.is_fitted):
             self._initialise(matrix.shape)
             self.history = []
+            self.posterior = None
             self.global_bias = (
                 float(matrix.data.mean()) if self.weighting.uses_global_mean and matrix.nnz else 0.0
             )
@@ -255,6 +261,103 @@ class ALS:
             if callback is not None and callback(epoch + 1, loss["loss"], seconds, self):
                 break
         return self
+
+    def sample_posterior(
+        self,
+        user_items: Any,
+        samples: int = 50,
+        *,
+        burn_in: int = 5,
+        seed: int | None = None,
+    ) -> ALS:
+        """Average `samples` Gibbs draws from the posterior around the fitted model (BPMF).
+
+        Bayesian matrix factorisation (Salakhutdinov & Mnih 2008) with this model's own
+        regularization as the Gaussian prior and a Gaussian likelihood of precision tau on the
+        weighted squared error. Each sweep draws tau from its Gamma conditional given the
+        residuals (flat prior), then every user and every item from its Gaussian conditional
+        N(ALS solution, A_u^-1 / tau); the exact solver draws those by perturbing the right-hand
+        side (perturb-and-MAP), so a sweep costs about one epoch. Averaging predictions over
+        draws integrates out the factor uncertainty that a single point estimate ignores, which
+        lowers held-out error (rating prediction especially).
+
+        The average of S factor models is itself one: the draws side by side, each scaled by
+        1/sqrt(S), and the mean biases. So afterwards `user_factors` / `item_factors` have
+        S * f columns and every scoring API, the embeddings and the Faiss export work as
+        before; solves against the averaged model (resuming `fit`, `fold_in`, partial fits)
+        are refused. `fit` from scratch starts over.
+
+        Args:
+            user_items: the training matrix `fit` used (same shape).
+            samples: draws to average (S).
+            burn_in: sweeps discarded first, while the chain leaves the point estimate.
+            seed: seeds the draws (default: the model's seed).
+        """
+        self._require_fitted()
+        self._require_single("sample the posterior again")
+        if not isinstance(samples, int | np.integer) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        if not isinstance(burn_in, int | np.integer) or burn_in < 0:
+            raise ValueError(f"burn_in must be an integer >= 0, got {burn_in!r}")
+        if self.params["solver"] != "cholesky":
+            raise ValueError(
+                "sample_posterior needs exact solves: build the model with solver='cholesky'"
+            )
+        matrix, _ = _as_csr(user_items)
+        if matrix.shape != (self.n_users, self.n_items):
+            raise ValueError(
+                f"user_items is {matrix.shape[0]} x {matrix.shape[1]} but the model was fitted "
+                f"on {self.n_users} users x {self.n_items} items"
+            )
+        seed = self.params["seed"] if seed is None else int(seed)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        gamma = np.random.default_rng(seed)
+        users = self._structure(matrix)
+        items = self._structure(matrix.T.tocsr())
+        observed = Observed.from_csr(matrix, self.device, self.dtype)
+        # terms of the Gaussian likelihood: the observed entries, or every pair when a > 0
+        n_terms = matrix.nnz if self.weighting.all_pairs_weight == 0 else math.prod(matrix.shape)
+        draws: list[tuple[torch.Tensor, ...]] = []
+        for sweep in range(burn_in + samples):
+            start = time.perf_counter()
+            loss = self._loss(observed, users["reg"], items["reg"])
+            error = loss["observed"] + loss["unobserved"]  # the weighted squared error
+            tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
+            sigma = 1.0 / math.sqrt(tau)
+            self.user_factors, self.user_bias = self._solve_side(
+                users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
+                noise_scale=sigma, generator=generator,
+            )  # fmt: skip
+            self.item_factors, self.item_bias = self._solve_side(
+                items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
+                noise_scale=sigma, generator=generator,
+            )  # fmt: skip
+            self._synchronize()
+            self._check_finite(len(self.history), loss["loss"])
+            if sweep >= burn_in:
+                draws.append((self.user_factors, self.item_factors, self.user_bias, self.item_bias))
+            self.history.append({
+                "epoch": len(self.history) + 1, "phase": "posterior", **loss,
+                "noise_precision": tau, "seconds": time.perf_counter() - start,
+            })  # fmt: skip
+        scale = 1.0 / math.sqrt(samples)
+        self.user_factors = torch.cat([d[0] for d in draws], dim=1) * scale
+        self.item_factors = torch.cat([d[1] for d in draws], dim=1) * scale
+        if self.user_bias is not None:
+            self.user_bias = torch.stack([d[2] for d in draws]).mean(0)
+            self.item_bias = torch.stack([d[3] for d in draws]).mean(0)
+        self.posterior = {"samples": int(samples), "burn_in": int(burn_in), "seed": seed}
+        return self
+
+    def _require_single(self, action: str) -> None:
+        """Refuse solves against a posterior average (its factors are S draws side by side)."""
+        if self.posterior is not None:
+            raise ValueError(
+                f"cannot {action}: this model averages {self.posterior['samples']} posterior "
+                "draws (sample_posterior), not one factor model; do it before sample_posterior, "
+                "or fit again from scratch"
+            )
 
     def _initialise(self, shape: tuple[int, int]) -> None:
         """Normal(0, init_std) factors from the seed (generated on the CPU: same on any device)."""
@@ -301,8 +404,14 @@ class ALS:
         fixed_bias: torch.Tensor | None,
         current_factors: torch.Tensor,
         current_bias: torch.Tensor | None,
+        noise_scale: float = 0.0,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Solve every row of one side against the other side; return factors and biases."""
+        """Solve every row of one side against the other side; return factors and biases.
+
+        With `noise_scale` sigma > 0 each row is drawn from its conditional posterior
+        N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`).
+        """
         fixed, offsets = self._fixed_side(fixed_factors, fixed_bias)
         problem = HalfProblem(
             fixed=fixed,
@@ -312,6 +421,8 @@ class ALS:
             weighting=self.weighting,
             buckets=structure["buckets"],
             memory_budget_bytes=int(self.params["memory_budget_mb"] * 2**20),
+            noise_scale=noise_scale,
+            generator=generator,
         )
         c = self._bias_column if current_bias is not None else 1.0
         current = (
@@ -487,6 +598,7 @@ class ALS:
         user's row reproduces its trained vector (with the exact solver).
         """
         self._require_fitted()
+        self._require_single("fold in users")
         rows, _ = _as_csr(user_items)
         if rows.shape[1] != self.n_items:
             raise ValueError(f"rows must have {self.n_items} columns (items), got {rows.shape[1]}")
@@ -518,6 +630,7 @@ class ALS:
     def partial_fit_items(self, item_ids: Any, item_users: Any) -> None:
         """Recompute (or add) the given items from their columns (rows: item x users CSR)."""
         self._require_fitted()
+        self._require_single("refit items")
         cols, _ = _as_csr(item_users, "item_users")
         if cols.shape[1] != self.n_users:
             raise ValueError(
@@ -564,6 +677,8 @@ class ALS:
             "user_factors": self.user_factors.cpu().numpy(),
             "item_factors": self.item_factors.cpu().numpy(),
         }
+        if self.posterior is not None:
+            arrays["posterior"] = np.array(json.dumps(self.posterior))
         for name in ("user_bias", "item_bias"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name).cpu().numpy()
@@ -618,6 +733,8 @@ class ALS:
                 model.user_bias, model.item_bias = to(data["user_bias"]), to(data["item_bias"])
             model.global_bias = float(data["global_bias"])
             model.history = json.loads(str(data["history"]))
+            if "posterior" in data.files:
+                model.posterior = json.loads(str(data["posterior"]))
             model.user_ids = data["user_ids"] if "user_ids" in data.files else None
             model.item_ids = data["item_ids"] if "item_ids" in data.files else None
         return model

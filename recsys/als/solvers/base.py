@@ -9,6 +9,9 @@ columns, values and regularization lambda_u. Every row's vector x_u solves
 where D_u = diag(d_uj), h_uj = g_uj - d_uj * o_j, and o_j is the fixed score offset of column j
 (its bias plus the global mean). A solver implements `solve_chunk` for one padded batch of rows
 of similar length; the base class walks the degree buckets in memory-bounded chunks.
+
+With `noise_scale` sigma > 0 (posterior sampling) an exact solver returns a draw from
+N(A_u^-1 b_u, sigma^2 A_u^-1) instead of the solution A_u^-1 b_u, A_u being the matrix above.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class HalfProblem:
     weighting: Weighting
     buckets: list[Bucket]
     memory_budget_bytes: int
+    noise_scale: float = 0.0  # sigma: > 0 draws each row from its Gaussian conditional posterior
+    generator: torch.Generator | None = None  # random source of those draws
 
     def __post_init__(self) -> None:
         self.gram = self.fixed.T @ self.fixed

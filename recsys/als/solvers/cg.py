@@ -33,6 +33,11 @@ class ConjugateGradientSolver(Solver):
     def solve_chunk(
         self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor
     ) -> torch.Tensor:
+        if problem.noise_scale > 0:
+            raise ValueError(
+                "posterior sampling needs exact solves; use solver='cholesky' (cg only "
+                "approximates the mean of each row's posterior)"
+            )
         d, h = problem.entry_terms(chunk)
         shape = (len(chunk), chunk.width, problem.rank)
         z = chunk.gather(problem.fixed_padded, out=self.workspace.take("gather", shape, current))

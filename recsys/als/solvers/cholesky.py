@@ -15,6 +15,10 @@ a well-conditioned matrix with unit shared part, solved by one of two exact path
   (I + W^T W)^-1 c = c - W^T (I + W W^T)^-1 W c, so each row needs only an n x n Cholesky.
 
 Both are exact; the result is rotated back with one GEMM per half-epoch.
+
+Posterior draws (perturb-and-MAP): adding sigma * (W^T e + z) to c, with e and z standard normal,
+gives the right-hand side covariance sigma^2 (I + W^T W), so the same solve returns
+x~ ~ N((I + W^T W)^-1 c, sigma^2 (I + W^T W)^-1), i.e. x ~ N(A^-1 b, sigma^2 A^-1) exactly.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ def _cholesky_solve(
             "increase regularization or use dtype='float64'"
         )
     return torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+
+
+def _rhs_noise(w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """W^T e + z for standard normal e (B, n) and z (B, k): covariance I + W^T W per row.
+
+    Padding rows of W are zero, so their e contributes nothing.
+    """
+    b, n, k = w.shape
+    e = torch.randn(b, 1, n, generator=generator, device=w.device, dtype=w.dtype)
+    z = torch.randn(b, k, generator=generator, device=w.device, dtype=w.dtype)
+    return torch.bmm(e, w).squeeze(1) + z
 
 
 @SOLVERS.register("cholesky")
@@ -114,6 +129,8 @@ class CholeskySolver(Solver):
         w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
         # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0
         c = torch.bmm(u.unsqueeze(1), w).squeeze(1) - m_isqrt * state.rotated_offset_rhs
+        if problem.noise_scale > 0:
+            c += problem.noise_scale * _rhs_noise(w, problem.generator)
         if self.use_woodbury(chunk.width, problem.rank):
             s = torch.bmm(w, w.transpose(1, 2), out=ws.take("system", (b, n, n), m))
             s.diagonal(dim1=1, dim2=2).add_(1.0)

@@ -209,7 +209,12 @@ class ALS:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, user_items: Any, callback: Callback | None = None, *, resume: bool = False
+        self,
+        user_items: Any,
+        callback: Callback | None = None,
+        *,
+        resume: bool = False,
+        distributed: Any = False,
     ) -> ALS:
         """Train on `user_items` (users x items CSR or Interactions) for `iterations` epochs.
 
@@ -217,6 +222,9 @@ class ALS:
         training. With `resume=True` a model that already has factors for this matrix (e.g. from
         a checkpoint written by `save`) continues from epoch `len(history)` instead of
         re-initialising, and ends with the same factors as an uninterrupted run.
+        With `distributed=True` (or a `recsys.als.distributed.Communicator`) every rank of the
+        initialised `torch.distributed` process group calls `fit` with the same `user_items`,
+        solves only its shard of the users and items, and ends with the same full factors.
         """
         matrix, source = _as_csr(user_items)
         values = torch.from_numpy(matrix.data)
@@ -237,6 +245,11 @@ class ALS:
             )
         self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
         self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
+        if distributed:
+            from recsys.als.distributed import train_sharded
+
+            comm = None if distributed is True else distributed
+            return train_sharded(self, matrix, callback, comm)
 
         users = self._structure(matrix)
         items = self._structure(matrix.T.tocsr())
@@ -406,11 +419,13 @@ class ALS:
         current_bias: torch.Tensor | None,
         noise_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        gram: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Solve every row of one side against the other side; return factors and biases.
 
         With `noise_scale` sigma > 0 each row is drawn from its conditional posterior
-        N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`).
+        N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`). `gram` is the fixed
+        side's F^T F when the caller has it already (summed across ranks in distributed fits).
         """
         fixed, offsets = self._fixed_side(fixed_factors, fixed_bias)
         problem = HalfProblem(
@@ -423,6 +438,7 @@ class ALS:
             memory_budget_bytes=int(self.params["memory_budget_mb"] * 2**20),
             noise_scale=noise_scale,
             generator=generator,
+            gram=gram,
         )
         c = self._bias_column if current_bias is not None else 1.0
         current = (

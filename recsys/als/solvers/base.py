@@ -38,9 +38,11 @@ class HalfProblem:
     memory_budget_bytes: int
     noise_scale: float = 0.0  # sigma: > 0 draws each row from its Gaussian conditional posterior
     generator: torch.Generator | None = None  # random source of those draws
+    gram: torch.Tensor | None = None  # (k, k) F^T F when precomputed (e.g. summed across ranks)
 
     def __post_init__(self) -> None:
-        self.gram = self.fixed.T @ self.fixed
+        if self.gram is None:
+            self.gram = self.fixed.T @ self.fixed
         # one zero row at index n_fixed, where the buckets' padding points
         self.fixed_padded = torch.cat([self.fixed, self.fixed.new_zeros(1, self.rank)])
         if self.offsets is None:

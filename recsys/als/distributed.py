@@ -1,0 +1,529 @@
+"""ALS across processes with `torch.distributed`: Gloo on the CPU, NCCL on CUDA (one GPU per rank).
+
+Launch one process per rank (``torchrun --nproc_per_node=N``); every rank calls
+``ALS.fit(user_items, distributed=True)`` with the same matrix and the same model settings.
+
+**Sharding.** Users and items are cut into contiguous index ranges, one per rank, balanced by
+(interactions + 1) per row (:func:`shard_plan`). The interaction structures a rank builds (the
+degree buckets of its users and of its items, and the observed entries of its users for the loss)
+hold only its ranges, so their memory falls as 1/N; they dominate a fit's memory (about 30 bytes
+per interaction and side against 4 f bytes per factor row). Balancing by interactions rather than
+by row count keeps both that memory and the solve time (linear in a row's interactions for all
+but tiny rows) even when ids correlate with activity (MovieLens user ids follow sign-up dates,
+item ids release years); the + 1 charges each row its fixed cost, so empty rows still spread.
+
+**One epoch on rank r** (identical arithmetic to one process, except summation order):
+
+1. user half: the Gram matrix G = Y^T Y (bias column included) is the sum of every rank's
+   Y_r^T Y_r, summed with one all-reduce (k x k); rank r solves its users against the full Y;
+2. the new user slices are all-gathered (every rank needs all of X for the item half);
+3. item half: the same with X^T X and rank r's items;
+4. the new item slices are all-gathered: the loss, the callback and the next user half use them;
+5. the loss: each rank sums its users' observed terms, its slices' Gram matrices and
+   regularization in float64, and one all-reduce adds them up (:func:`_sharded_loss`).
+
+Exchanging all factors (all-gather) rather than only the rows a shard's interactions touch keeps
+the exchange one collective per half-epoch; with few ranks nearly every row is needed anyway
+(with 2 ranks on MovieLens-sized data every item appears in both user shards). After every epoch
+and at the end every rank holds the full, identical factors, so callbacks (evaluation,
+checkpoints on rank 0) and everything after `fit` work as for a single-process model.
+
+**Failures.** Every collective runs under the process group's timeout
+(:func:`init_process_group`); a collective that fails because another rank died or stopped
+answering raises :class:`DistributedError` naming the operation, the time waited and the likely
+cause, instead of hanging. A solve that fails on one rank (a singular system) is agreed on by all
+ranks, which then raise the same `DivergenceError`. Processes should exit with ``os._exit`` after
+a `DistributedError`: an orderly interpreter shutdown can block on the broken process group.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from recsys.als.loss import Observed, Side
+
+if TYPE_CHECKING:
+    from recsys.als.model import ALS
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "Communicator",
+    "DistributedError",
+    "Partition",
+    "init_process_group",
+    "launched_with_torchrun",
+    "local_device",
+    "peak_rss_mb",
+    "shard_plan",
+    "shutdown",
+    "train_sharded",
+]
+
+#: Seconds a rank waits in a collective for the others before failing (torch's own default is
+#: 30 minutes). It must exceed the longest gap between collectives: one half-epoch of the slowest
+#: rank, plus rank 0's evaluation and checkpoint in the callback.
+DEFAULT_TIMEOUT_S = 600.0
+
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+#: the timeout the process group was created with (for error messages)
+_timeout_s: float | None = None
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: another rank died or hung past the timeout, or the group broke."""
+
+
+# ------------------------------------------------------------------------------ partitions
+@dataclass(frozen=True)
+class Partition:
+    """Contiguous ranges of rows, one per rank: rank r owns rows ``bounds[r]:bounds[r + 1]``."""
+
+    bounds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        b = np.asarray(self.bounds)
+        if b.ndim != 1 or b.size < 2 or b[0] != 0 or (np.diff(b) < 0).any():
+            raise ValueError(f"bounds must rise from 0, one more than the parts: {self.bounds}")
+
+    @classmethod
+    def balanced(cls, weights: np.ndarray, parts: int) -> Partition:
+        """Cut rows 0..n-1 into `parts` contiguous ranges of nearly equal total weight.
+
+        Each cut goes where the running total is closest to r/parts of the whole; every range
+        holds at least one row when there are at least `parts` rows (else one row each, first).
+        """
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
+        weights = np.asarray(weights, dtype=np.float64)
+        n = weights.size
+        if n <= parts:
+            return cls(tuple(min(r, n) for r in range(parts + 1)))
+        prefix = np.concatenate([[0.0], np.cumsum(weights)])
+        targets = prefix[-1] * np.arange(1, parts) / parts
+        right = np.searchsorted(prefix, targets).clip(1, n)
+        left = right - 1
+        cuts = np.where(targets - prefix[left] <= prefix[right] - targets, left, right)
+        bounds = [0]
+        for r, cut in enumerate(cuts, start=1):  # keep >= 1 row per range
+            bounds.append(int(min(max(cut, bounds[-1] + 1), n - (parts - r))))
+        bounds.append(n)
+        return cls(tuple(bounds))
+
+    @property
+    def parts(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def total(self) -> int:
+        return self.bounds[-1]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [hi - lo for lo, hi in self.ranges()]
+
+    def range(self, rank: int) -> tuple[int, int]:
+        return self.bounds[rank], self.bounds[rank + 1]
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        return (self.range(r) for r in range(self.parts))
+
+
+def shard_plan(matrix: sp.csr_matrix, parts: int) -> tuple[Partition, Partition]:
+    """The user and item partitions of `matrix` (users x items) over `parts` ranks."""
+    user_weights = np.diff(matrix.indptr) + 1
+    item_weights = np.bincount(matrix.indices, minlength=matrix.shape[1]) + 1
+    return Partition.balanced(user_weights, parts), Partition.balanced(item_weights, parts)
+
+
+# ------------------------------------------------------------------------------ process group
+def launched_with_torchrun() -> bool:
+    """Whether this process was started as one rank of a job (``RANK`` and ``WORLD_SIZE`` set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA (one GPU per rank), else `device`."""
+    if device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def init_process_group(
+    *, timeout_s: float = DEFAULT_TIMEOUT_S, device: str | torch.device = "cpu"
+) -> Communicator:
+    """Join the job's default process group (unless one exists) and return its communicator.
+
+    Reads the rendezvous from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``); NCCL when `device` is CUDA (pinned to ``LOCAL_RANK``),
+    Gloo otherwise. `timeout_s` bounds every collective, and the start-up rendezvous.
+    """
+    global _timeout_s
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    device = torch.device(device)
+    if not dist.is_initialized():
+        missing = [k for k in _ENV if k not in os.environ]
+        if missing:
+            raise DistributedError(
+                f"no process group to join: {', '.join(missing)} not set. Launch one process per "
+                "rank with `torchrun --nproc_per_node=N ...`, which sets them"
+            )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_device(device))
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError) as err:
+            raise DistributedError(
+                f"could not form the process group of {os.environ['WORLD_SIZE']} ranks at "
+                f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s: "
+                f"{_first_line(err)}. Check that every rank was started and can reach rank 0"
+            ) from err
+        _timeout_s = float(timeout_s)
+    return Communicator()
+
+
+def shutdown() -> None:
+    """Leave the default process group (call once a job's last collective is done)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (VmHWM on Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 1024.0)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class Communicator:
+    """The collectives distributed ALS uses, on one process group, with clear failures.
+
+    Every operation raises :class:`DistributedError` (naming the operation, the seconds waited
+    and the likely cause) when the backend reports a dead peer or a timeout. `group` is the
+    process group (None: the default one); `timeout_s` its timeout, for those messages (default:
+    the one :func:`init_process_group` used).
+    """
+
+    def __init__(self, group: Any = None, *, timeout_s: float | None = None) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise DistributedError(
+                "distributed ALS needs an initialised torch.distributed process group: call "
+                "recsys.als.distributed.init_process_group() in every rank (under torchrun)"
+            )
+        self.group = group
+        self.timeout_s = _timeout_s if timeout_s is None else float(timeout_s)
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
+        self.backend = str(dist.get_backend(group))
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if self.backend == "nccl"
+            else torch.device("cpu")
+        )
+
+    def _global(self, rank: int) -> int:
+        return rank if self.group is None else dist.get_global_rank(self.group, rank)
+
+    def _run(self, what: str, op: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        try:
+            return op()
+        except RuntimeError as err:  # DistBackendError, Gloo's and NCCL's errors
+            waited = time.monotonic() - start
+            timeout = f"{self.timeout_s:g} s" if self.timeout_s else "the group's timeout"
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: {what} failed after {waited:.1f} s "
+                f"({_first_line(err)}). Likely cause: another rank died (killed, out of memory, "
+                f"or an error: see its log) or stopped answering for longer than the timeout "
+                f"({timeout}; als.distributed_timeout_s). Restart the job; with "
+                "run_dir=<run folder> it resumes from the last checkpoint"
+            ) from err
+
+    def all_reduce_sum(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
+        """Sum `tensor` over the ranks, in place; returns it."""
+        if self.world_size > 1:
+            self._run(what, lambda: dist.all_reduce(tensor, group=self.group))
+        return tensor
+
+    def any(self, flag: bool, what: str) -> bool:
+        """Whether `flag` is true on any rank."""
+        value = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
+        if self.world_size > 1:
+            op = dist.ReduceOp.MAX
+            self._run(what, lambda: dist.all_reduce(value, op=op, group=self.group))
+        return bool(value.item())
+
+    def broadcast(self, tensor: torch.Tensor, what: str, src: int = 0) -> torch.Tensor:
+        """`tensor` as rank `src` has it, on every rank (in place)."""
+        if self.world_size > 1:
+            source = self._global(src)
+            self._run(what, lambda: dist.broadcast(tensor, source, group=self.group))
+        return tensor
+
+    def broadcast_float(self, value: float, what: str, src: int = 0) -> float:
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(self.broadcast(t, what, src).item())
+
+    def broadcast_text(self, text: str, what: str, src: int = 0) -> str:
+        """Rank `src`'s string on every rank (UTF-8 bytes; no pickle)."""
+        data = text.encode() if self.rank == src else b""
+        size = int(self.broadcast_float(float(len(data)), what, src))
+        buf = torch.zeros(size, dtype=torch.uint8, device=self.device)
+        if self.rank == src:
+            buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        return bytes(self.broadcast(buf, what, src).cpu().numpy()).decode()
+
+    def all_gather_values(self, values: Sequence[float], what: str) -> np.ndarray:
+        """(world_size, len(values)) float64: every rank's `values`, row r from rank r."""
+        local = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        out = local.new_empty((self.world_size, local.numel()))
+        if self.world_size == 1:
+            out[0] = local
+        else:
+            parts = list(out.unbind(0))
+            self._run(what, lambda: dist.all_gather(parts, local, group=self.group))
+        return out.cpu().numpy()
+
+    def all_gather_rows(self, local: torch.Tensor, partition: Partition, what: str) -> torch.Tensor:
+        """The full table whose rows ``partition.range(r)`` come from rank r's `local`."""
+        lo, hi = partition.range(self.rank)
+        if local.shape[0] != hi - lo:
+            raise ValueError(f"{what}: rank {self.rank} holds {local.shape[0]} rows, not {hi - lo}")
+        full = local.new_empty((partition.total, *local.shape[1:]))
+        parts = [full[a:b] for a, b in partition.ranges()]
+        if self.world_size == 1:
+            full.copy_(local)
+        elif len(set(partition.sizes)) == 1:
+            self._run(what, lambda: dist.all_gather(parts, local.contiguous(), group=self.group))
+        else:  # uneven slices (Gloo's all_gather needs equal ones): one broadcast per rank
+
+            def broadcasts() -> None:
+                parts[self.rank].copy_(local)
+                for r, part in enumerate(parts):
+                    if part.numel():
+                        dist.broadcast(part, self._global(r), group=self.group)
+
+            self._run(what, broadcasts)
+        return full
+
+
+# ------------------------------------------------------------------------------ training
+def _checksum(values: Any) -> float:
+    """An exact, order-independent checksum of an array's bits (sum of its 32-bit words)."""
+    t = torch.as_tensor(values).detach().contiguous().flatten()
+    words = t.view(torch.int32) if t.numel() and t.element_size() % 4 == 0 else t.to(torch.int64)
+    return float(int(words.to(torch.int64).sum()) % 2**52)
+
+
+def _fingerprint(model: ALS, matrix: sp.csr_matrix) -> list[float]:
+    """Numbers every rank must agree on before training: the input and the starting model."""
+    biases = [b for b in (model.user_bias, model.item_bias) if b is not None]
+    return [
+        float(matrix.shape[0]),
+        float(matrix.shape[1]),
+        float(matrix.nnz),
+        _checksum(matrix.data),
+        _checksum(matrix.indices),
+        float(len(model.history)),
+        _checksum(model.user_factors) + _checksum(model.item_factors),
+        sum(_checksum(b) for b in biases),
+        model.global_bias,
+    ]
+
+
+_FINGERPRINT_NAMES = (
+    "users", "items", "interactions", "values", "item indices",
+    "epochs done", "factors", "biases", "global bias",
+)  # fmt: skip
+
+
+def _check_agreement(comm: Communicator, model: ALS, matrix: sp.csr_matrix) -> None:
+    seen = comm.all_gather_values(_fingerprint(model, matrix), "the start-up consistency check")
+    differ = [
+        name
+        for name, column in zip(_FINGERPRINT_NAMES, seen.T, strict=True)
+        if not np.array_equal(column, np.full_like(column, column[0]), equal_nan=True)
+    ]
+    if differ:
+        raise ValueError(
+            f"the ranks were given different data or models ({', '.join(differ)} differ: "
+            f"{seen.T[_FINGERPRINT_NAMES.index(differ[0])].tolist()} by rank). Every rank must "
+            "call fit with the same user_items, model settings and seed (and resume from the "
+            "same checkpoint)"
+        )
+
+
+def _solve_shard(
+    model: ALS,
+    comm: Communicator,
+    structure: dict[str, Any],
+    fixed: torch.Tensor,
+    fixed_bias: torch.Tensor | None,
+    fixed_range: tuple[int, int],
+    current: torch.Tensor,
+    current_bias: torch.Tensor | None,
+    what: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Solve this rank's rows against the full fixed side, with the Gram summed across ranks."""
+    lo, hi = fixed_range
+    local, _ = model._fixed_side(fixed[lo:hi], None if fixed_bias is None else fixed_bias[lo:hi])
+    gram = comm.all_reduce_sum(local.T @ local, f"all-reduce of the {what} Gram matrix")
+    failure: BaseException | None = None
+    try:
+        solved = model._solve_side(structure, fixed, fixed_bias, current, current_bias, gram=gram)
+    except (torch.linalg.LinAlgError, FloatingPointError) as err:
+        failure, solved = err, (current, current_bias)
+    if comm.any(failure is not None, f"agreeing on the {what} solves"):
+        raise failure or FloatingPointError("a per-row solve failed on another rank (see its log)")
+    return solved
+
+
+def _sharded_loss(
+    model: ALS,
+    comm: Communicator,
+    observed: Observed,
+    user_range: tuple[int, int],
+    item_range: tuple[int, int],
+    user_reg: torch.Tensor,
+    item_reg: torch.Tensor,
+) -> dict[str, float]:
+    """`recsys.als.loss.als_loss` of the full model from each rank's share (one all-reduce).
+
+    Every term is a sum over rows: the observed terms over this rank's users, the regularization
+    over its user and item slices, and the Gram matrices X^T X and Y^T Y of the all-pairs term
+    over its slices; the float64 partial sums are added across ranks before they are combined.
+    """
+    (u0, u1), (i0, i1) = user_range, item_range
+    weighting, mu = model.weighting, model.global_bias
+    a = weighting.all_pairs_weight
+    x, y = model.user_factors[u0:u1], model.item_factors[i0:i1]
+    bx = None if model.user_bias is None else model.user_bias[u0:u1]
+    by = None if model.item_bias is None else model.item_bias[i0:i1]
+    s = observed.dot(x, model.item_factors) + mu
+    if bx is not None:
+        s = s + bx[observed.rows] + model.item_bias[observed.cols]
+    s, v = s.double(), observed.values.double()
+    d, g = weighting.observed_weight(v), weighting.observed_target(v)
+    e = weighting.observed_constant(v)
+    p = model.params
+    ratio = p["bias_regularization"] / p["regularization"] if p["regularization"] else 0.0
+    reg = s.new_zeros(())
+    for side in (Side(x, bx, user_reg), Side(y, by, item_reg)):
+        norms = side.factors.double().pow(2).sum(1)
+        if side.bias is not None:
+            norms = norms + ratio * side.bias.double().pow(2)
+        reg = reg + (side.reg_scale.double() * norms).sum()
+    ones_x, ones_y = x.new_ones(x.shape[0]), y.new_ones(y.shape[0])
+    x_hat = Side(x, bx, user_reg).augmented(bx, ones_x)
+    y_hat = Side(y, by, item_reg).augmented(ones_y, by + mu if by is not None else ones_y * mu)
+    head = torch.stack([(d * s * s - 2.0 * g * s + e).sum(), (s * s).sum(), reg]).to(x_hat)
+    sums = torch.cat([head, (x_hat.T @ x_hat).flatten(), (y_hat.T @ y_hat).flatten()])
+    comm.all_reduce_sum(sums, "all-reduce of the loss")
+    k2 = x_hat.shape[1] ** 2
+    obs_quadratic, obs_square, regularization = sums[:3].tolist()
+    all_square = float((sums[3 : 3 + k2] * sums[3 + k2 :]).sum())
+    observed_term = obs_quadratic + a * obs_square
+    unobserved = a * (all_square - obs_square)
+    return {
+        "loss": observed_term + unobserved + regularization,
+        "observed": observed_term,
+        "unobserved": unobserved,
+        "regularization": regularization,
+    }
+
+
+def train_sharded(
+    model: ALS,
+    matrix: sp.csr_matrix,
+    callback: Callable[[int, float, float, ALS], Any] | None = None,
+    comm: Communicator | None = None,
+) -> ALS:
+    """The epochs of ``ALS.fit(..., distributed=...)`` on this rank's shard (see the module doc).
+
+    `model` must already be initialised (or resumed) identically on every rank, as `ALS.fit` does
+    before calling this; `matrix` is the canonical CSR every rank was given. The callback runs on
+    every rank with the full factors after each epoch; rank 0's return value decides for all
+    whether to stop. Returns `model`, holding the full factors on every rank.
+    """
+    from recsys.als.model import _DIVERGENCE_HINT, DivergenceError
+
+    comm = comm or Communicator()
+    _check_agreement(comm, model, matrix)
+    user_part, item_part = shard_plan(matrix, comm.world_size)
+    user_range, item_range = user_part.range(comm.rank), item_part.range(comm.rank)
+    (u0, u1), (i0, i1) = user_range, item_range
+    user_rows = matrix[u0:u1]
+    users = model._structure(user_rows)
+    items = model._structure(matrix[:, i0:i1].T.tocsr())
+    calculate_loss = model.params["calculate_loss"]
+    observed = Observed.from_csr(user_rows, model.device, model.dtype) if calculate_loss else None
+    del user_rows
+
+    def part(t: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor | None:
+        return None if t is None else t[lo:hi]
+
+    for epoch in range(len(model.history), model.params["iterations"]):
+        start = time.perf_counter()
+        try:
+            x, bx = _solve_shard(
+                model, comm, users, model.item_factors, model.item_bias, item_range,
+                model.user_factors[u0:u1], part(model.user_bias, u0, u1), "item",
+            )  # fmt: skip
+            model.user_factors = model.user_bias = None  # free the old copy before gathering
+            model.user_factors = comm.all_gather_rows(x, user_part, "all-gather of user factors")
+            if bx is not None:
+                model.user_bias = comm.all_gather_rows(bx, user_part, "all-gather of user biases")
+            del x, bx
+            y, by = _solve_shard(
+                model, comm, items, model.user_factors, model.user_bias, user_range,
+                model.item_factors[i0:i1], part(model.item_bias, i0, i1), "user",
+            )  # fmt: skip
+            model.item_factors = model.item_bias = None
+            model.item_factors = comm.all_gather_rows(y, item_part, "all-gather of item factors")
+            if by is not None:
+                model.item_bias = comm.all_gather_rows(by, item_part, "all-gather of item biases")
+            del y, by
+        except (torch.linalg.LinAlgError, FloatingPointError) as err:
+            raise DivergenceError(
+                f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
+            ) from err
+        model._synchronize()
+        seconds = time.perf_counter() - start
+        if observed is not None:
+            loss = _sharded_loss(
+                model, comm, observed, user_range, item_range, users["reg"], items["reg"]
+            )
+        else:
+            loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
+        model._check_finite(epoch, loss["loss"])  # the full factors: the same on every rank
+        model.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
+        stop = callback is not None and bool(callback(epoch + 1, loss["loss"], seconds, model))
+        if comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0:
+            break
+    return model

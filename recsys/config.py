@@ -115,7 +115,12 @@ def _deferred(value: Any) -> bool:
 # ------------------------------------------------------------------------------ group schemas
 @dataclass
 class ALSConfig:
-    """``als``: hyperparameters of :class:`recsys.als.ALS` (see its docstring for the maths)."""
+    """``als``: hyperparameters of :class:`recsys.als.ALS` (see its docstring for the maths).
+
+    ``distributed`` trains one model across the processes of a ``torchrun`` job (users and items
+    sharded over the ranks, see :mod:`recsys.als.distributed`); a rank that waits longer than
+    ``distributed_timeout_s`` seconds for the others fails with an error instead of hanging.
+    """
 
     n_factors: int = 64
     regularization: float = 0.01
@@ -133,6 +138,8 @@ class ALSConfig:
     memory_budget_mb: float = 1024.0
     init_std: float | None = None
     calculate_loss: bool = True
+    distributed: bool = False
+    distributed_timeout_s: float = 600.0
     seed: int = II("seed")
 
     def __post_init__(self) -> None:
@@ -154,6 +161,7 @@ class ALSConfig:
         _number_at_least("als.memory_budget_mb", self.memory_budget_mb, 0.0, strict=True)
         if self.init_std is not None:
             _number_at_least("als.init_std", self.init_std, 0.0, strict=True)
+        _number_at_least("als.distributed_timeout_s", self.distributed_timeout_s, 0.0, strict=True)
         if self.use_bias and not (
             self.regularization > 0
             and (self.bias_regularization is None or self.bias_regularization > 0)

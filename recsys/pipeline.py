@@ -20,6 +20,12 @@ sidecar), ``metrics.json`` (flat ``{"recall@20": ..., "train_seconds": ...}``), 
 (resolved config, data statistics, versions, device, git commit, loss history, evaluations),
 ``tb/`` (TensorBoard) and ``checkpoints/`` (removed when the run completes).
 
+Distributed (``als.distributed=true`` under ``torchrun --nproc_per_node=N``): every rank joins
+the process group, loads and splits the same data and trains its shard of users and items
+(:mod:`recsys.als.distributed`); rank 0 alone evaluates, checkpoints, logs, shows progress and
+writes the artifacts into its run folder, which every rank uses (so a restarted job resumes from
+its checkpoint); the others wait for rank 0's test objective and return it.
+
 Resuming (``cfg.resume`` or ``cfg.run_dir``): training continues from the newest checkpoint in
 `output_dir` with the configuration saved in it and, on the CPU, ends with the same factors as an
 uninterrupted run.
@@ -95,6 +101,8 @@ RESUME_MUTABLE = (
     "checkpoint",
     "tracking",
     "als.device",
+    "als.distributed",
+    "als.distributed_timeout_s",
 )
 
 #: Called after every epoch with (epoch, loss, seconds, model); for tests and notebooks.
@@ -533,11 +541,69 @@ class RunResult:
     artifacts: dict[str, Path]
     resumed_from: int | None = None
     skipped: bool = False
+    #: False on the ranks > 0 of a distributed run (they write nothing; `metrics` is empty)
+    primary: bool = True
 
 
 def _als_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """`ALS` arguments from ``cfg.als`` (how to run it, ``als.distributed*``, is not among them);
+    in a distributed run on CUDA each rank uses its own GPU (``cuda:LOCAL_RANK``)."""
     kwargs = dataclasses.asdict(cfg.als)
+    kwargs.pop("distributed")
+    kwargs.pop("distributed_timeout_s")
+    if cfg.als.distributed and torch.distributed.is_initialized():
+        from recsys.als.distributed import local_device
+        from recsys.als.model import resolve_device
+
+        kwargs["device"] = str(local_device(resolve_device(kwargs["device"])))
     return kwargs
+
+
+def _join_ranks(conf: TrainConfig) -> Any | None:
+    """The communicator of a distributed run (joining the job's process group), else None."""
+    from recsys.als import distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed.launched_with_torchrun() else 1
+    if not conf.als.distributed:
+        if world > 1:
+            raise ConfigError(
+                f"als.distributed=false but this process is one of WORLD_SIZE={world} ranks "
+                "(torchrun): each would train the whole model and write the same files; add "
+                "als.distributed=true (or launch one process)"
+            )
+        return None
+    if not distributed.launched_with_torchrun() and not torch.distributed.is_initialized():
+        logger.warning(
+            "als.distributed=true but this process was not started by torchrun (RANK and "
+            "WORLD_SIZE are not set): training in one process"
+        )
+        return None
+    from recsys.als.model import resolve_device
+
+    return distributed.init_process_group(
+        timeout_s=conf.als.distributed_timeout_s, device=resolve_device(conf.als.device)
+    )
+
+
+def _distributed_report(comm: Any, matrix: sp.csr_matrix, timeout_s: float) -> dict[str, Any]:
+    """How the fit was sharded and each rank's peak memory (a collective: every rank calls it)."""
+    from recsys.als.distributed import peak_rss_mb, shard_plan
+
+    users, items = shard_plan(matrix, comm.world_size)
+    user_nnz = [int(matrix.indptr[hi] - matrix.indptr[lo]) for lo, hi in users.ranges()]
+    item_degrees = np.bincount(matrix.indices, minlength=matrix.shape[1])
+    item_nnz = [int(item_degrees[lo:hi].sum()) for lo, hi in items.ranges()]
+    rss = comm.all_gather_values([peak_rss_mb()], "gathering the ranks' peak memory")
+    return {
+        "world_size": comm.world_size,
+        "backend": comm.backend,
+        "timeout_s": timeout_s,
+        "user_bounds": list(users.bounds),
+        "item_bounds": list(items.bounds),
+        "user_interactions_per_rank": user_nnz,
+        "item_interactions_per_rank": item_nnz,
+        "peak_rss_mb_per_rank": [round(float(v), 1) for v in rss[:, 0]],
+    }
 
 
 def _snapshot(model: Any) -> Any:
@@ -563,7 +629,8 @@ def _hparams(cfg: TrainConfig) -> dict[str, Any]:
     flat = flatten(to_dict(cfg))
     keep = ("als.", "index.type", "index.metric", "split.method", "split.validation",
             "eval.objective", "data.source", "data.preset", "seed")  # fmt: skip
-    drop = ("als.device", "als.memory_budget_mb", "als.seed")
+    drop = ("als.device", "als.memory_budget_mb", "als.seed", "als.distributed",
+            "als.distributed_timeout_s")  # fmt: skip
     return {
         k: v
         for k, v in flat.items()
@@ -596,22 +663,28 @@ def run(
         recsys.data.DataError: unusable input data.
     """
     conf = validate(cfg)
+    comm = _join_ranks(conf)
+    primary = comm is None or comm.rank == 0
+    if comm is not None:  # rank 0's folder: the others read its checkpoints when resuming
+        output_dir = comm.broadcast_text(str(output_dir), "broadcast of the run folder")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
     resume = bool(conf.resume or conf.run_dir)
     checkpointer = Checkpointer(out / CHECKPOINT_DIR)
 
     if resume and (out / METRICS_FILE).is_file() and checkpointer.latest() is None:
         metrics = json.loads((out / METRICS_FILE).read_text())
-        logger.info("run in %s is already complete; nothing to resume", out)
+        if primary:
+            logger.info("run in %s is already complete; nothing to resume", out)
         return RunResult(
             out, conf.eval.objective, float(metrics[conf.eval.objective]), metrics,
-            _artifacts(out), skipped=True,
+            _artifacts(out), skipped=True, primary=primary,
         )  # fmt: skip
 
-    loaded = checkpointer.load(device=conf.als.device) if resume else None
-    if resume and loaded is None:
+    loaded = checkpointer.load(device=_als_kwargs(conf)["device"]) if resume else None
+    if resume and loaded is None and primary:
         logger.warning("resume: no checkpoint in %s; starting from scratch", out)
     if loaded is not None:
         saved_cfg = loaded[2]["config"]
@@ -629,11 +702,11 @@ def run(
                    if any(k == m or k.startswith(m + ".") for m in RESUME_MUTABLE)}  # fmt: skip
         merged = {**flatten(saved_cfg), **mutable}
         conf = validate(_unflatten(merged))
-    else:
+    elif primary:
         checkpointer.clear()
         for name in (METRICS_FILE, METADATA_FILE):
             (out / name).unlink(missing_ok=True)
-    return _train(conf, out, checkpointer, loaded, overrides, epoch_hook)
+    return _train(conf, out, checkpointer, loaded, overrides, epoch_hook, comm)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -674,16 +747,19 @@ def _train(
     loaded: tuple[Any, Any | None, dict[str, Any]] | None,
     overrides: Sequence[str] | None,
     epoch_hook: EpochHook | None,
+    comm: Any | None = None,
 ) -> RunResult:
     from tqdm.auto import tqdm
 
     from recsys.als import ALS
 
+    primary = comm is None or comm.rank == 0
+    info = logger.info if primary else (lambda *args: None)  # the other ranks stay quiet
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     data = prepare_data(conf)
     load_seconds = time.perf_counter() - t0
-    logger.info(
+    info(
         "data: %s; train %d, test %d, validation %s interactions",
         data.full_stats, data.train.nnz, data.test.nnz,
         None if data.validation is None else data.validation.nnz,
@@ -702,14 +778,14 @@ def _train(
         original_overrides = list(state.get("overrides") or [])
         if best["model"] is None and stopper.best_epoch == resumed_from:
             best["model"] = _snapshot(model)  # the checkpoint's own factors are the best
-        logger.info("resuming %s from epoch %d", out, resumed_from)
+        info("resuming %s from epoch %d", out, resumed_from)
     else:
         model = ALS(**_als_kwargs(conf))
 
     tracking = conf.tracking
     tracker = Tracker(
         out / TB_DIR,
-        enabled=tracking.enabled,
+        enabled=tracking.enabled and primary,
         histograms=tracking.histograms,
         projector=tracking.projector,
         projector_max_items=tracking.projector_max_items,
@@ -724,12 +800,16 @@ def _train(
             initial=resumed_from or 0,
             desc="ALS",
             unit="epoch",
-            disable=not conf.progress,
+            disable=not (conf.progress and primary),
             dynamic_ncols=True,
         )
         fit_start = time.perf_counter()
 
         def on_epoch(epoch: int, loss: float, seconds: float, m: Any) -> bool:
+            if not primary:  # rank 0 evaluates, checkpoints and decides when to stop
+                if epoch_hook is not None:
+                    epoch_hook(epoch, loss, seconds, m)
+                return False
             tracker.log_epoch(m.history[-1], epoch)
             tracker.log_factors(epoch, m.user_factors, m.item_factors, m.user_bias, m.item_bias)
             postfix: dict[str, Any] = {"s": f"{seconds:.2f}"}
@@ -768,7 +848,8 @@ def _train(
                 epoch_hook(epoch, loss, seconds, m)
             return stop
 
-        model.fit(data.fit, callback=on_epoch, resume=loaded is not None)
+        distributed = comm if comm is not None else False
+        model.fit(data.fit, callback=on_epoch, resume=loaded is not None, distributed=distributed)
         bar.close()
         history = [dict(h) for h in model.history]
         epochs_run = len(history)
@@ -778,16 +859,31 @@ def _train(
             model.history = history[: stopper.best_epoch]
 
         refit_history: list[dict[str, Any]] | None = None
-        if conf.eval.refit and stopper.best_epoch is not None:
-            logger.info("refit on the whole training split for %d epochs", stopper.best_epoch)
-            model = ALS(**{**_als_kwargs(conf), "iterations": stopper.best_epoch})
+        refit_epochs = stopper.best_epoch
+        if conf.eval.refit and comm is not None:  # only rank 0 evaluated
+            best_epoch = comm.broadcast_float(float(refit_epochs or 0), "broadcast of best epoch")
+            refit_epochs = int(best_epoch) or None
+        if conf.eval.refit and refit_epochs is not None:
+            info("refit on the whole training split for %d epochs", refit_epochs)
+            model = ALS(**{**_als_kwargs(conf), "iterations": refit_epochs})
 
             def on_refit(epoch: int, loss: float, seconds: float, m: Any) -> None:
                 tracker.log_metrics({"loss": loss, "epoch_seconds": seconds}, epoch, "refit")
 
-            model.fit(data.train, callback=on_refit)
+            model.fit(data.train, callback=on_refit, distributed=distributed)
             refit_history = [dict(h) for h in model.history]
         train_seconds = elapsed_before + time.perf_counter() - fit_start
+        sharding = (
+            None
+            if comm is None
+            else _distributed_report(comm, data.fit.matrix, conf.als.distributed_timeout_s)
+        )
+        if not primary:  # rank 0 evaluates and writes everything; wait for its objective
+            value = comm.broadcast_float(math.nan, "waiting for rank 0's evaluation and artifacts")
+            return RunResult(
+                out, objective, value, {}, _artifacts(out), resumed_from=resumed_from,
+                primary=False,
+            )  # fmt: skip
 
         # ---------------------------------------------------------------- test evaluation
         t_eval = time.perf_counter()
@@ -872,6 +968,7 @@ def _train(
             "index": index_info,
             "versions": library_versions(),
             "device": device_info(model),
+            "distributed": sharding,
             "git": git_commit(),
             "command": sys.argv,
             "started": started,
@@ -881,6 +978,8 @@ def _train(
         atomic_write_json(artifacts["metadata"], metadata)
         atomic_write_json(artifacts["metrics"], metrics)  # last: its presence marks completion
         checkpointer.clear()
+        if comm is not None:
+            comm.broadcast_float(float(metrics[objective]), "broadcast of the test objective")
     finally:
         tracker.close()
     return RunResult(

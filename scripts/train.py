@@ -13,11 +13,24 @@ metrics.json, metadata.json and TensorBoard logs under tb/. The function returns
 
 A bad config value stops the script before any data is loaded, with a one-line message naming
 the key and what is allowed (exit status 2).
+
+One model across N processes (users and items sharded over the ranks, Gloo on the CPU, NCCL with
+one GPU per rank); rank 0 alone logs, shows progress and writes the run folder:
+
+    torchrun --nproc_per_node=2 scripts/train.py als.distributed=true
+    torchrun --nproc_per_node=2 --max-restarts=3 scripts/train.py als.distributed=true \
+        run_dir=outputs/big    # a restarted job resumes from the run's last checkpoint
+
+A rank that dies or hangs makes the others stop with an error naming the cause (exit status 1)
+after at most ``als.distributed_timeout_s`` seconds.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -32,16 +45,33 @@ CONFIG_NAME = "config"
 
 register_configs()
 
+#: this process's rank in a torchrun job (0 when run alone)
+RANK = int(os.environ.get("RANK", "0"))
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+
+def _exit(status: int) -> None:
+    """Exit; in a distributed job without waiting on the process group (which can block)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def _fail(message: str, status: int = 2) -> None:
+    if RANK == 0 or status != 2:  # config errors: every rank has the same one, rank 0 says it
+        prefix = "error" if RANK == 0 else f"error (rank {RANK})"
+        print(f"{prefix}: {message}", file=sys.stderr)
+    _exit(status)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name=CONFIG_NAME)
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
     from recsys import pipeline
+    from recsys.als.distributed import DistributedError
     from recsys.data.errors import DataError
 
     hc = HydraConfig.get()
@@ -50,6 +80,10 @@ def train(cfg: DictConfig) -> float:
         result = pipeline.run(cfg, out, overrides=list(hc.overrides.task))
     except (ConfigError, DataError, FloatingPointError) as err:
         _fail(" ".join(str(err).split()))
+    except DistributedError as err:
+        _fail(" ".join(str(err).split()), status=1)
+    if not result.primary:
+        return result.objective
     multirun = hc.mode == RunMode.MULTIRUN
     logdir = Path(hc.sweep.dir).resolve() if multirun else out / pipeline.TB_DIR
     if result.skipped:
@@ -83,11 +117,34 @@ def _preflight(argv: list[str]) -> str | None:
     )
 
 
+def _quiet_rank_overrides(scratch: str) -> list[str]:
+    """Hydra settings of ranks > 0: no logging, no .hydra folder, a scratch run folder (the
+    pipeline uses rank 0's folder), so only rank 0 writes and prints."""
+    return [
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+        "hydra.output_subdir=null",
+        f"hydra.run.dir={scratch}",
+        f"hydra.sweep.dir={scratch}",
+    ]
+
+
 def main() -> None:
     problem = _preflight(sys.argv[1:])
     if problem:
         _fail(problem)
-    train()
+    scratch = None
+    if RANK > 0:
+        scratch = tempfile.mkdtemp(prefix=f"recsys-rank{RANK}-")
+        sys.argv.extend(_quiet_rank_overrides(scratch))
+    try:
+        train()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    from recsys.als.distributed import shutdown
+
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,21 @@
 """Recall / throughput benchmark of approximate item indexes against exact search.
 
 Used by ``scripts/benchmark_index.py``. The synthetic catalog imitates ALS item factors (see
-:func:`synthetic_catalog`: heavy-tailed norms, a shared popularity direction, low-rank topic
-structure). Users (queries) are drawn the same way. Ground truth is exact
-inner-product search (a Flat IP index); recall@k = |approximate top-k & exact top-k| / k,
-averaged over queries; QPS is measured on one batched search call of all queries.
+:func:`synthetic_catalog` and :data:`CATALOG_PRESETS`). Ground truth is exact inner-product
+search (a Flat IP index, one batched call with the same thread count); recall@k = |approximate
+top-k & exact top-k| / k, averaged over queries. Throughput is measured on one batched search
+call of all queries (best of ``repeats``) on two clocks: wall time and the process's CPU time.
+On a machine shared with other jobs the CPU clock is the fairer one (time the process was not
+scheduled does not count); with one Faiss thread it is plain single-core throughput. The exact
+search is timed at the start and again at the end, and speed-ups are taken against the faster
+of the two (the conservative choice).
+
+IVF variants of one (nlist, MIPS) setting share one trained coarse quantizer (and, except PQ
+fast-scan, one list assignment): IVF-Flat, and compressed codes (SQ8, 4-bit PQ fast-scan)
+whose candidates are re-scored exactly (``RFlat``, ``k_factor * k`` candidates). Each is the
+Faiss structure ``build_index(kind="factory", factory="IVF{nlist},{code},RFlat")`` builds;
+only the k-means sample (``train_per_list`` points per list instead of Faiss's 256) is
+smaller, to keep 1M-item runs affordable.
 """
 
 from __future__ import annotations
@@ -19,10 +30,27 @@ from typing import Any
 import faiss
 import numpy as np
 
-from recsys.index.builder import build_index, default_nlist
+from recsys.index.builder import build_index, default_nlist, default_nprobe
 from recsys.index.item_index import ItemIndex
+from recsys.index.vectors import as_float32_matrix, mips_augment_items
 
 logger = logging.getLogger(__name__)
+
+#: Synthetic catalog presets (keyword arguments of :func:`synthetic_catalog`). "stress": the
+#: generator's defaults, heavier-tailed than the models this library trains (the exact top-20
+#: of 1M items come from its 0.5% largest-norm items). "hkv64": matched to the item embeddings
+#: of the default hkv model (conf/als/hkv.yaml: 64 factors, alpha 10, lambda 0.01, 15 epochs)
+#: fitted on Gowalla: item log-norm std 0.46, median cosine to the mean direction 0.18 (users
+#: 0.11), cosine of a user to its top-1 item about 0.6.
+CATALOG_PRESETS: dict[str, dict[str, float]] = {
+    "stress": {},
+    "hkv64": {"item_norm_sigma": 0.46, "item_mean_cos": 0.18, "query_mean_cos": 0.11, "noise": 0.3},
+}
+
+#: IVF codes the benchmark knows: "Flat" (IVF-Flat), "SQ8" (8-bit scalar quantizer) and "PQfs"
+#: (4-bit PQ fast-scan with about 3-4 dimensions per sub-quantizer); all but Flat are refined.
+IVF_CODES = ("Flat", "SQ8", "PQfs")
+CLOCKS = ("wall", "cpu")
 
 
 def synthetic_catalog(
@@ -41,14 +69,19 @@ def synthetic_catalog(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ALS-like item vectors (n_items, dim) and queries (n_queries, dim), float32.
 
-    Calibrated on implicit-feedback ALS factors (64 factors fitted on Gowalla), whose item norms
-    are log-normal with a log-std of about 0.9 (max / median norm of about 60 over 41k items),
-    whose item directions share a common "popularity" direction (median cosine to the mean
-    direction about 0.45; users about 0.1) and whose remaining directions have an effective rank
-    of about 3/4 of the dimension. Here a direction is ``mean_cos`` parts a shared unit vector
-    plus a topic component (one of ``n_topics`` centres in a ``rank``-dim subspace, default
-    3/4 of ``dim``, with a decaying spectrum, plus within-topic spread) plus isotropic noise;
-    norms are log-normal.
+    A direction is ``mean_cos`` parts a shared unit vector (the "popularity" direction ALS
+    factors have) plus a topic component (one of ``n_topics`` centres in a ``rank``-dim
+    subspace, default 3/4 of ``dim``, with a decaying spectrum, plus within-topic spread) plus
+    isotropic ``noise``; norms are log-normal with log-std ``item_norm_sigma`` (items) and
+    ``query_norm_sigma`` (queries).
+
+    The defaults (item log-norm std 0.9, median item cosine to the mean direction 0.45, users
+    0.1) were meant to match 64-factor ALS factors of Gowalla. Measured on the models this
+    library trains on Gowalla they are heavier-tailed: the default hkv model (64 factors) has
+    log-norm std 0.46 and cosine 0.18, iALS with 128 factors 0.23 and 0.03. With the defaults
+    the exact top-20 concentrate on the few largest-norm items (at 1M items, half the top-20
+    entries are among the 70 largest norms), which makes them a stress case for partitioning
+    indexes; ``CATALOG_PRESETS["hkv64"]`` gives a catalog matched to the hkv model.
     """
     rng = np.random.default_rng(seed)
     rank = max(1, min(dim, 3 * dim // 4 if rank is None else rank))
@@ -83,9 +116,10 @@ def synthetic_catalog(
 
 @dataclass
 class BenchRow:
-    """One measured setting."""
+    """One measured setting. ``qps`` is wall-clock, ``cpu_qps`` per CPU second of the process;
+    ``speedup`` is over the exact search on the run's clock."""
 
-    index: str  # "exact", "ivf", "hnsw"
+    index: str  # "exact", "ivf", "ivf-sq8-rflat", "ivf-pqfs-rflat", "hnsw"
     mips_to_l2: bool
     param: str  # "nprobe" / "efSearch" / ""
     value: int
@@ -94,10 +128,17 @@ class BenchRow:
     speedup: float
     build_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_qps: float = 0.0
 
     @property
     def label(self) -> str:
-        return f"{self.index}{' +mips2l2' if self.mips_to_l2 else ''}"
+        """The variant: index type, nlist and k_factor where set, MIPS-to-L2 or not."""
+        text = self.index
+        if "nlist" in self.extra:
+            text += f" nlist={self.extra['nlist']}"
+        if "k_factor" in self.extra:
+            text += f" k_factor={self.extra['k_factor']:g}"
+        return text + (" +mips2l2" if self.mips_to_l2 else "")
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -109,15 +150,102 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 def _timed_search(
     index: ItemIndex, queries: np.ndarray, k: int, repeats: int, **kw: Any
-) -> tuple[np.ndarray, float]:
-    best = np.inf
+) -> tuple[np.ndarray, float, float]:
+    """ids of one batched search, and its best wall and best CPU seconds over ``repeats``."""
+    best_wall = best_cpu = np.inf
     ids = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    for _ in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
         ids, _ = index.search(queries, k, **kw)
-        best = min(best, time.perf_counter() - t0)
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
     assert ids is not None
-    return ids, best
+    # process_time ticks coarsely on some systems: never report less than a microsecond
+    return ids, max(best_wall, 1e-6), max(best_cpu, 1e-6)
+
+
+def pq_fastscan_m(dim: int) -> int:
+    """Sub-quantizer count for 4-bit PQ fast-scan: the divisor of ``dim`` closest to dim / 3."""
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    return min(divisors, key=lambda m: (abs(m - dim / 3), -m))
+
+
+def _ivf_family(
+    items: np.ndarray,
+    *,
+    nlist: int,
+    mips: bool,
+    codes: tuple[str, ...],
+    train_per_list: int,
+    seed: int,
+) -> list[tuple[str, ItemIndex, float]]:
+    """IVF indexes over ``items`` sharing one trained coarse quantizer and list assignment.
+
+    Returns (name, index, build seconds) per code; the quantizer's training and assignment
+    time is counted in every variant's build seconds.
+    """
+    if mips:
+        xb, max_norm = mips_augment_items(items)
+        metric, quantizer = faiss.METRIC_L2, faiss.IndexFlatL2(xb.shape[1])
+    else:
+        xb, max_norm = items, None
+        metric, quantizer = faiss.METRIC_INNER_PRODUCT, faiss.IndexFlatIP(xb.shape[1])
+    n, dd = xb.shape
+    t0 = time.perf_counter()
+    # the k-means parameters an IVF index of this metric trains with (spherical for IP)
+    cp = faiss.extract_index_ivf(faiss.index_factory(dd, f"IVF{nlist},Flat", metric)).cp
+    cp.max_points_per_centroid = int(train_per_list)
+    cp.seed = int(seed)
+    clus = faiss.Clustering(dd, nlist, cp)
+    rng = np.random.default_rng(seed)
+    n_train = min(n, int(train_per_list) * nlist)
+    sample = xb if n_train == n else xb[np.sort(rng.choice(n, n_train, replace=False))]
+    clus.train(np.ascontiguousarray(sample), quantizer)
+    _, assign = quantizer.search(xb, 1)
+    assign = np.ascontiguousarray(assign.ravel(), dtype=np.int64)
+    shared_s = time.perf_counter() - t0
+    logger.info("IVF%d (mips_to_l2=%s): coarse quantizer %.1f s", nlist, mips, shared_s)
+    out = []
+    for code in codes:
+        t0 = time.perf_counter()
+        q = faiss.clone_index(quantizer)
+        if code == "Flat":
+            ivf = faiss.IndexIVFFlat(q, dd, nlist, metric)
+            name, factory = "ivf", f"IVF{nlist},Flat"
+        elif code == "SQ8":
+            ivf = faiss.IndexIVFScalarQuantizer(q, dd, nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+            name, factory = "ivf-sq8-rflat", f"IVF{nlist},SQ8,RFlat"
+        elif code == "PQfs":
+            m = pq_fastscan_m(dd)
+            ivf = faiss.IndexIVFPQFastScan(q, dd, nlist, m, 4, metric)
+            name, factory = "ivf-pqfs-rflat", f"IVF{nlist},PQ{m}x4fs,RFlat"
+        else:
+            raise ValueError(f"unknown IVF code {code!r}; choose from {IVF_CODES}")
+        ivf.own_fields = True
+        q.this.disown()
+        if not ivf.is_trained:  # the code's own training (SQ ranges, PQ codebooks)
+            ivf.train(xb[np.sort(rng.choice(n, min(n, 65536), replace=False))])
+        if code == "PQfs":  # add_core with a precomputed assignment crashes for fast-scan
+            ivf.add(xb)
+        else:
+            ivf.add_core(n, faiss.swig_ptr(xb), None, faiss.swig_ptr(assign))
+        index: faiss.Index = ivf
+        if code != "Flat":
+            index = faiss.IndexRefineFlat(ivf, faiss.swig_ptr(xb))
+            ivf.this.disown()
+            index.own_fields = True
+        item_index = ItemIndex(
+            index,
+            kind="ivf" if code == "Flat" else "factory",
+            metric="ip",
+            dim=items.shape[1],
+            params={"nlist": nlist, "nprobe": default_nprobe(nlist)}
+            | ({} if code == "Flat" else {"factory": factory}),
+            mips_to_l2=mips,
+            max_norm=max_norm,
+        )
+        out.append((name, item_index, shared_s + time.perf_counter() - t0))
+    return out
 
 
 def run_benchmark(
@@ -125,32 +253,91 @@ def run_benchmark(
     queries: np.ndarray,
     *,
     k: int = 20,
-    nlist: int | None = None,
+    nlists: tuple[int | None, ...] = (None,),
     nprobes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128),
+    ivf_codes: tuple[str, ...] = ("Flat",),
+    k_factors: tuple[float, ...] = (4,),
+    train_per_list: int = 64,
     hnsw_m: int = 32,
     ef_construction: int = 100,
     ef_searches: tuple[int, ...] = (16, 32, 64, 128, 256, 512),
     mips_variants: tuple[bool, ...] = (False, True),
     kinds: tuple[str, ...] = ("ivf", "hnsw"),
     repeats: int = 1,
+    clock: str = "wall",
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
 ) -> list[BenchRow]:
-    """Sweep nprobe (IVF) and efSearch (HNSW) against exact IP search; one row per setting."""
+    """Sweep nprobe (IVF variants) and efSearch (HNSW) against exact IP search.
+
+    One row per setting; the first row is the exact search. ``clock`` ("wall" or "cpu") picks
+    the throughput the speed-ups use. ``meta``, when given, receives the exact search's
+    throughput at the start and at the end of the run.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    items = as_float32_matrix(items, "items")
+    queries = as_float32_matrix(queries, "queries")
+    nq = len(queries)
     rows: list[BenchRow] = []
     t0 = time.perf_counter()
     exact = build_index(items, "flat", "ip", mips_to_l2=False)
     exact_build = time.perf_counter() - t0
-    truth, t_exact = _timed_search(exact, queries, k, repeats)
-    exact_qps = len(queries) / t_exact
-    rows.append(BenchRow("exact", False, "", 0, 1.0, exact_qps, 1.0, exact_build))
-    logger.info("exact: %.0f QPS", exact_qps)
-    del exact
+    truth, wall, cpu = _timed_search(exact, queries, k, repeats)
+    exact_runs = [(nq / wall, nq / cpu)]
+    rows.append(BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu))
+    logger.info("exact: %.0f QPS, %.0f per CPU second", nq / wall, nq / cpu)
+
+    def sweep(name: str, index: ItemIndex, mips: bool, build_s: float, extra: dict) -> None:
+        if index.kind == "hnsw":
+            param, key, values = "efSearch", "ef_search", ef_searches
+        else:
+            param, key = "nprobe", "nprobe"
+            values = tuple(v for v in nprobes if v <= extra["nlist"])
+        for value in values:
+            ids, wall, cpu = _timed_search(index, queries, k, repeats, **{key: value})
+            rec = recall_at_k(ids, truth)
+            row = BenchRow(
+                name, mips, param, value, rec, nq / wall, 0.0, build_s, dict(extra), nq / cpu
+            )
+            rows.append(row)
+            logger.info(
+                "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s",
+                row.label,
+                param,
+                value,
+                k,
+                rec,
+                row.qps,
+                row.cpu_qps,
+            )
+
     for kind in kinds:
         for mips in mips_variants:
-            t0 = time.perf_counter()
             if kind == "ivf":
-                index = build_index(items, "ivf", "ip", nlist=nlist, mips_to_l2=mips)
-                sweep, param, key = nprobes, "nprobe", "nprobe"
-            else:
+                for nlist in nlists:
+                    nl = default_nlist(len(items)) if nlist is None else int(nlist)
+                    family = _ivf_family(
+                        items,
+                        nlist=nl,
+                        mips=mips,
+                        codes=ivf_codes,
+                        train_per_list=train_per_list,
+                        seed=seed,
+                    )
+                    for name, index, build_s in family:
+                        logger.info("built %s (mips_to_l2=%s) in %.1f s", name, mips, build_s)
+                        if index.kind == "ivf":
+                            sweep(name, index, mips, build_s, {"nlist": nl})
+                        else:
+                            for kf in k_factors:
+                                index.set_search_params(k_factor=kf)
+                                extra = {"nlist": nl, "k_factor": float(kf)}
+                                extra["factory"] = index.params["factory"]
+                                sweep(name, index, mips, build_s, extra)
+                    del family
+            elif kind == "hnsw":
+                t0 = time.perf_counter()
                 index = build_index(
                     items,
                     "hnsw",
@@ -159,32 +346,25 @@ def run_benchmark(
                     ef_construction=ef_construction,
                     mips_to_l2=mips,
                 )
-                sweep, param, key = ef_searches, "efSearch", "ef_search"
-            build_s = time.perf_counter() - t0
-            logger.info("built %s (mips_to_l2=%s) in %.1f s", kind, mips, build_s)
-            extra = {"nlist": index.params["nlist"]} if kind == "ivf" else {"M": hnsw_m}
-            for value in sweep:
-                if kind == "ivf" and value > index.params["nlist"]:
-                    continue
-                ids, t = _timed_search(index, queries, k, repeats, **{key: value})
-                qps = len(queries) / t
-                rec = recall_at_k(ids, truth)
-                rows.append(
-                    BenchRow(
-                        kind, mips, param, value, rec, qps, qps / exact_qps, build_s, dict(extra)
-                    )
-                )
-                logger.info(
-                    "%s mips=%s %s=%d recall@%d=%.4f %.0f QPS",
-                    kind,
-                    mips,
-                    param,
-                    value,
-                    k,
-                    rec,
-                    qps,
-                )
-            del index
+                build_s = time.perf_counter() - t0
+                logger.info("built hnsw (mips_to_l2=%s) in %.1f s", mips, build_s)
+                sweep("hnsw", index, mips, build_s, {"M": hnsw_m})
+                del index
+            else:
+                raise ValueError(f"unknown index kind {kind!r}: use 'ivf' and/or 'hnsw'")
+
+    # the exact search again, at the end: speed-ups use the faster of the two measurements
+    _, wall, cpu = _timed_search(exact, queries, k, repeats)
+    exact_runs.append((nq / wall, nq / cpu))
+    ref_wall = max(r[0] for r in exact_runs)
+    ref_cpu = max(r[1] for r in exact_runs)
+    rows[0].qps, rows[0].cpu_qps = ref_wall, ref_cpu
+    for row in rows:
+        row.speedup = row.cpu_qps / ref_cpu if clock == "cpu" else row.qps / ref_wall
+    if meta is not None:
+        meta["clock"] = clock
+        meta["exact_qps_start_end"] = [round(r[0], 1) for r in exact_runs]
+        meta["exact_cpu_qps_start_end"] = [round(r[1], 1) for r in exact_runs]
     return rows
 
 
@@ -195,25 +375,59 @@ def operating_points(rows: list[BenchRow], target: float = 0.95) -> dict[str, Be
         if row.index == "exact":
             continue
         best = out.get(row.label)
-        if row.recall >= target and (best is None or row.qps > best.qps):
+        if row.recall >= target and (best is None or row.speedup > best.speedup):
             out[row.label] = row
         else:
             out.setdefault(row.label, None)
     return out
 
 
+def mips_comparison(rows: list[BenchRow], target: float = 0.95) -> list[str]:
+    """Per variant run both ways, whether native IP or the MIPS-to-L2 transform is better.
+
+    Better = a higher speed-up at ``target`` recall; when neither reaches it, the higher best
+    recall.
+    """
+    points = operating_points(rows, target)
+    best_recall: dict[str, float] = {}
+    for row in rows:
+        best_recall[row.label] = max(best_recall.get(row.label, 0.0), row.recall)
+    lines = []
+    for label, point in points.items():
+        if label.endswith(" +mips2l2"):
+            continue
+        mips_label = label + " +mips2l2"
+        if mips_label not in points:
+            continue
+        native, mips = point, points[mips_label]
+        if native is not None or mips is not None:
+            win = (
+                mips_label if native is None or (mips and mips.speedup > native.speedup) else label
+            )
+            why = f"faster at recall >= {target}"
+        else:
+            win = mips_label if best_recall[mips_label] > best_recall[label] else label
+            why = (
+                f"higher best recall ({best_recall[mips_label]:.4f} with, "
+                f"{best_recall[label]:.4f} without the transform)"
+            )
+        lines.append(f"- {label}: {'MIPS-to-L2' if win == mips_label else 'native IP'} ({why})")
+    return lines
+
+
 def markdown_table(rows: list[BenchRow], k: int, target: float = 0.95) -> str:
     """The sweep as a markdown table plus one line per variant's operating point."""
     lines = [
-        f"| index | MIPS->L2 | parameter | value | recall@{k} | QPS | speed-up vs exact |"
-        " build s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        f"| index | MIPS->L2 | parameter | value | recall@{k} | QPS | QPS per CPU s |"
+        " speed-up vs exact | build s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        name = r.label.replace(" +mips2l2", "")
         lines.append(
-            f"| {r.index} | {'yes' if r.mips_to_l2 else 'no'} | {r.param or '-'} | "
+            f"| {name} | {'yes' if r.mips_to_l2 else 'no'} | {r.param or '-'} | "
             f"{r.value if r.param else '-'} | {r.recall:.4f} | {r.qps:,.0f} | "
-            f"{r.speedup:.1f}x | {r.build_s:.1f} |"
+            f"{r.cpu_qps:,.0f} | {r.speedup:.1f}x | {r.build_s:.1f} |"
         )
     lines.append("")
     for label, r in operating_points(rows, target).items():
@@ -222,44 +436,54 @@ def markdown_table(rows: list[BenchRow], k: int, target: float = 0.95) -> str:
         else:
             lines.append(
                 f"- {label}: {r.param}={r.value} gives recall@{k} {r.recall:.4f} at "
-                f"{r.qps:,.0f} QPS ({r.speedup:.1f}x exact)"
+                f"{r.speedup:.1f}x exact ({r.qps:,.0f} QPS, {r.cpu_qps:,.0f} per CPU s)"
             )
+    comparison = mips_comparison(rows, target)
+    if comparison:
+        lines += ["", "MIPS-to-L2 or native IP, per variant:", *comparison]
     return "\n".join(lines)
 
 
 def write_json(rows: list[BenchRow], path: str | Path, meta: dict[str, Any]) -> None:
     """Rows and run metadata (sizes, threads, faiss version) as JSON."""
-    payload = {"meta": meta, "rows": [asdict(r) for r in rows]}
+    payload = {"meta": meta, "rows": [asdict(r) | {"label": r.label} for r in rows]}
     Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
-def plot_curves(rows: list[BenchRow], path: str | Path, k: int, title: str = "") -> None:
-    """Recall@k vs QPS per variant (log QPS axis), with the exact search as a line."""
+def plot_curves(
+    rows: list[BenchRow], path: str | Path, k: int, title: str = "", target: float = 0.95
+) -> None:
+    """Speed-up over exact search vs recall@k per variant (log axis), 10x and target lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     labels = sorted({r.label for r in rows if r.index != "exact"})
     for label in labels:
         pts = [r for r in rows if r.label == label]
-        ax.plot([r.recall for r in pts], [r.qps for r in pts], marker="o", label=label)
+        ax.plot(
+            [r.recall for r in pts],
+            [r.speedup for r in pts],
+            marker="o",
+            ms=3,
+            ls="--" if "+mips2l2" not in label else "-",
+            label=label,
+        )
         for r in pts:
-            ax.annotate(str(r.value), (r.recall, r.qps), fontsize=7, alpha=0.7)
-    exact = [r for r in rows if r.index == "exact"]
-    if exact:
-        ax.axhline(exact[0].qps, color="k", ls="--", lw=1, label="exact")
-        ax.axhline(10 * exact[0].qps, color="gray", ls=":", lw=1, label="10x exact")
-    ax.axvline(0.95, color="gray", ls=":", lw=1)
+            ax.annotate(str(r.value), (r.recall, r.speedup), fontsize=6, alpha=0.6)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="exact search")
+    ax.axhline(10.0, color="gray", ls=":", lw=1, label="10x exact")
+    ax.axvline(target, color="gray", ls=":", lw=1)
     ax.set_yscale("log")
-    ax.set_xlabel(f"recall@{k}")
-    ax.set_ylabel("queries per second")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    ax.set_xlabel(f"recall@{k} (vs exact inner-product search)")
+    ax.set_ylabel("speed-up over exact search")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -323,6 +323,19 @@ def test_build_from_chunks_matches_from_columns_with_tiny_blocks() -> None:
             block_entries=block,
         )
         assert_same(got, want)
+    for missing_item, item_ids in (
+        ("int", np.unique(items)[1:]),
+        ("str", np.unique(items).astype(str)),
+    ):
+        with pytest.raises(DataError, match="item ids differ between the two passes"):
+            build_from_chunks(
+                chunks
+                if missing_item == "int"
+                else lambda: ({**c, "item": c["item"].astype(str)} for c in chunks()),
+                user_ids=uids,
+                item_ids=item_ids if missing_item == "int" else item_ids[item_ids != "3"],
+                user_rows=rows,
+            )
     with pytest.raises(DataError, match="more rows than the first pass"):
         build_from_chunks(chunks, user_ids=uids, item_ids=np.unique(items), user_rows=rows - 1)
 

@@ -75,18 +75,47 @@ def exact_in_float32(values: np.ndarray) -> bool:
     return bool(np.array_equal(values.astype(np.float32).astype(values.dtype), values))
 
 
-def _encode(values: np.ndarray, ids: np.ndarray, what: str, source: str | None) -> np.ndarray:
-    """Index of each value in the sorted ``ids`` (all present, checked)."""
-    if ids.size == 0:
-        raise DataError(f"no {what} ids to encode against", path=source)
-    pos = np.minimum(np.searchsorted(ids, values), ids.size - 1)
-    if not np.array_equal(ids[pos], values):
-        raise DataError(
-            f"the {what} ids differ between the two passes over the file",
-            path=source,
-            fix="do not change the file while it is being loaded",
-        )
-    return pos
+def _changed(what: str, source: str | None) -> DataError:
+    return DataError(
+        f"the {what} ids differ between the two passes over the file",
+        path=source,
+        fix="do not change the file while it is being loaded",
+    )
+
+
+def _encoder(ids: np.ndarray, what: str, source: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping external ids (all among the sorted ``ids``) to their positions: a
+    lookup table for integer ids in a compact range (the usual case), else a binary search."""
+    if ids.dtype.kind in "iu" and ids.size:
+        lo, span = int(ids[0]), int(ids[-1]) - int(ids[0]) + 1
+        if span <= 4 * ids.size + (1 << 20):
+            table = np.full(span, -1, dtype=np.int64)
+            table[ids - lo] = np.arange(ids.size)
+
+            def lookup(values: np.ndarray) -> np.ndarray:
+                if values.size == 0:
+                    return np.zeros(0, dtype=np.int64)
+                off = values - lo
+                if int(off.min()) < 0 or int(off.max()) >= span:
+                    raise _changed(what, source)
+                codes = table[off]
+                if int(codes.min()) < 0:
+                    raise _changed(what, source)
+                return codes
+
+            return lookup
+
+    def search(values: np.ndarray) -> np.ndarray:
+        if ids.size == 0:
+            if values.size:
+                raise _changed(what, source)
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(ids, values), ids.size - 1)
+        if not np.array_equal(ids[pos], values):
+            raise _changed(what, source)
+        return pos
+
+    return search
 
 
 def build_from_chunks(
@@ -130,9 +159,11 @@ def build_from_chunks(
     data = np.empty(total, dtype=value_dtype)
     times = None if timestamp_dtype is None else np.empty(total, dtype=timestamp_dtype)
     cursor = indptr[:-1].copy()
+    encode_user = _encoder(user_ids, "user", source)
+    encode_item = _encoder(item_ids, "item", source)
     for chunk in chunks():
-        u = _encode(chunk["user"], user_ids, "user", source)
-        i = _encode(chunk["item"], item_ids, "item", source)
+        u = encode_user(np.asarray(chunk["user"]))
+        i = encode_item(np.asarray(chunk["item"]))
         if u.size == 0:
             continue
         # each row goes to its user's next free slot; a stable sort keeps the file order

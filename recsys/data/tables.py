@@ -6,9 +6,14 @@ optionally a separate test file for a predefined split::
     data = load_table("events.csv", user_col="user", item_col="item", value_col="clicks")
     split = load_table_split("train.tsv", "test.tsv", user_col=0, item_col=1, header=False)
 
-Parsing uses numpy's C reader (``np.loadtxt``) on the whole file, so it is fast; only when that
-fails does a line-by-line pass run to find the first bad line and report it precisely. Every
-problem is a :class:`~recsys.data.errors.DataError` naming the file, the line and what to fix.
+Parsing uses numpy's C reader (``np.loadtxt``), so it is fast; only when that fails does a
+line-by-line pass run to find the first bad line and report it precisely. Every problem is a
+:class:`~recsys.data.errors.DataError` naming the file, the line and what to fix.
+
+Files are read ``chunk_rows`` lines (Parquet: rows, row group by row group) at a time, in two
+passes (ids and row counts first, then the CSR arrays are filled in place; see
+:mod:`recsys.data.chunked`), so the raw table and the matrix are never in memory together; the
+result and the errors are those of reading the whole file at once (``chunk_rows=None``).
 
 Ids are read as integers when every id in the column is an integer, otherwise as strings
 (``id_type="auto"``); force one with ``id_type="int"`` / ``"str"``. Values and timestamps must be
@@ -17,6 +22,7 @@ finite numbers (timestamps as numbers, e.g. Unix seconds).
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import itertools
@@ -609,15 +615,46 @@ class _Scan:
     pending: list[DataError]
 
 
-def _chunk_line(first: int, lines: Sequence[str], row: int) -> int | None:
-    """Line number of the 0-based data ``row`` of a chunk whose first line is ``first``."""
-    r = -1
-    for j, line in enumerate(lines):
-        if line.strip():
-            r += 1
-            if r == row:
-                return first + j
-    return None
+class _LineCursor:
+    """One handle on a text file handing out ``chunk_rows`` lines at a time as an iterator that
+    numpy's reader consumes directly (no list of lines, no joined copy of the chunk)."""
+
+    def __init__(self, src: _TextSource) -> None:
+        # the whole-file reader lets numpy open the file (strict decoding), except for
+        # multi-character separators, where it reads the text itself with errors="replace"
+        errors = "replace" if src.multi else "strict"
+        self.fh = open(src.path, encoding=src.encoding, errors=errors)  # noqa: SIM115
+        self.chunk_rows = src.chunk_rows
+        self.sep = src.sep if src.multi else None
+        for _ in range(src.skip_lines):
+            if next(self.fh, None) is None:
+                break
+        self.pending: str | None = next(self.fh, None)
+        self.current: Iterator[str] | None = None
+
+    def take(self) -> Iterator[str]:
+        """The lines of the current chunk (call :meth:`advance` before the next one)."""
+        if self.current is None:
+            assert self.pending is not None
+            rest = itertools.islice(self.fh, self.chunk_rows - 1)
+            self.current = itertools.chain((self.pending,), rest)
+        lines = self.current
+        if self.sep is not None:  # numpy needs a single-character delimiter
+            sep = self.sep
+            lines = (line.replace(sep, "\x1f") for line in lines)
+        return lines
+
+    def advance(self) -> bool:
+        """Skip what is left of the current chunk; whether another chunk follows."""
+        if self.current is None:
+            self.take()
+        collections.deque(self.current or (), maxlen=0)
+        self.current = None
+        self.pending = next(self.fh, None)
+        return self.pending is not None
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 class _TextSource:
@@ -626,7 +663,8 @@ class _TextSource:
     Every chunk goes through the same parser as the whole-file reader; where that reader would
     look at the whole file to describe an error, so does this one, and problems it reports only
     after parsing everything (empty ids, NaN values) are collected over all chunks first, so the
-    error raised is the one the whole-file reader raises.
+    error raised is the one the whole-file reader raises. Numbers and strings are parsed in two
+    calls, each fed from its own file handle kept in step chunk by chunk.
     """
 
     def __init__(
@@ -640,30 +678,60 @@ class _TextSource:
         quotechar: str | None,
         chunk_rows: int,
     ) -> None:
-        self.path, self.specs = path, specs
-        self.sep, self.skip_lines, self.encoding, self.quotechar = (
-            sep,
-            skip_lines,
-            encoding,
-            quotechar,
-        )
+        self.path, self.specs, self.sep = path, specs, sep
+        self.skip_lines, self.encoding, self.quotechar = skip_lines, encoding, quotechar
         self.chunk_rows = chunk_rows
         self.multi = sep is not None and len(sep) > 1
         self.ids_as_str = False  # set when an "id" column turns out to hold non-integers
         self.ids_to_int: list[str] = []  # "id" columns read as strings that are all integers
 
-    def _line_chunks(self) -> Iterator[tuple[int, list[str]]]:
-        # the whole-file reader lets numpy open the file (strict decoding), except for
-        # multi-character separators, where it reads the text itself with errors="replace"
-        errors = "replace" if self.multi else "strict"
-        with open(self.path, encoding=self.encoding, errors=errors) as fh:
-            for _ in range(self.skip_lines):
-                if next(fh, None) is None:
-                    return
-            first = self.skip_lines + 1
-            while lines := list(itertools.islice(fh, self.chunk_rows)):
-                yield first, lines
-                first += len(lines)
+    def _blocks(self) -> Iterator[tuple[int, _Block]]:
+        """(data rows before the block, block) for every chunk of the file."""
+        cursors: dict[bool, _LineCursor] = {}
+        try:
+            lead = cursors[False] = _LineCursor(self)
+            if lead.pending is None:
+                return
+
+            def load(usecols: list[int], dtype: Any, ndmin: int = 1) -> np.ndarray:
+                strings = dtype is str
+                if strings not in cursors:
+                    cursors[strings] = _LineCursor(self)  # starts at the first chunk
+                    for _ in range(chunk):
+                        cursors[strings].advance()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "input contained no data": checked later
+                    return np.loadtxt(
+                        cursors[strings].take(),
+                        dtype=dtype,
+                        delimiter="\x1f" if self.multi else self.sep,
+                        usecols=usecols,
+                        comments=None,
+                        quotechar=self.quotechar,
+                        encoding=self.encoding,
+                        ndmin=ndmin,
+                    )
+
+            rows_before, chunk, more = 0, 0, True
+            while more:
+                block = _parse_block(
+                    load,
+                    self.specs,
+                    ids_as_str=self.ids_as_str,
+                    convert_ids=False,
+                    diagnose=self._diagnose,
+                    fail=self._fail,
+                )
+                yield rows_before, block
+                rows_before += block.n_rows
+                chunk += 1
+                more = lead.advance()
+                for strings, cursor in cursors.items():
+                    if strings:
+                        cursor.advance()
+        finally:
+            for cursor in cursors.values():
+                cursor.close()
 
     def _diagnose(self, spec: Sequence[ColumnSpec]) -> DataError | None:
         return _diagnose(
@@ -681,26 +749,8 @@ class _TextSource:
             f"cannot parse the file ({exc})", path=self.path, fix="check its format"
         )
 
-    def _parse(self, lines: list[str]) -> _Block:
-        text = "".join(lines)
-        if self.multi:
-            assert self.sep is not None
-            text = text.replace(self.sep, "\x1f")
-        load = _loadtxt(
-            io.StringIO(text),
-            delimiter="\x1f" if self.multi else self.sep,
-            skiprows=0,
-            quotechar=self.quotechar,
-            encoding=self.encoding,
-        )
-        return _parse_block(
-            load,
-            self.specs,
-            ids_as_str=self.ids_as_str,
-            convert_ids=False,
-            diagnose=self._diagnose,
-            fail=self._fail,
-        )
+    def _line(self, row: int) -> int | None:
+        return _line_of_row(self.path, row, self.skip_lines, self.encoding)
 
     def scan(self) -> _Scan:
         try:
@@ -711,21 +761,20 @@ class _TextSource:
 
     def _scan(self) -> _Scan:
         users, items = IdCounter(), IdCounter()
-        empty_line: dict[str, int | None] = {}
-        nonfinite: dict[str, tuple[int | None, int]] = {}
+        empty_row: dict[str, int] = {}
+        nonfinite: dict[str, tuple[int, int]] = {}
         ids_int = {c.name: True for c in self.specs if c.kind == "id"}
         n_rows, values_exact, times_int = 0, True, True
         strings: list[ColumnSpec] = []
-        for first, lines in self._line_chunks():
-            block = self._parse(lines)
+        for rows_before, block in self._blocks():
             strings = block.strings
             for name, row in block.empty.items():
-                empty_line.setdefault(name, _chunk_line(first, lines, row))
+                empty_row.setdefault(name, rows_before + row)
             for name, (row, count) in block.nonfinite.items():
-                line, seen = nonfinite.get(name, (_chunk_line(first, lines, row), 0))
-                nonfinite[name] = (line, seen + count)
+                first, seen = nonfinite.get(name, (rows_before + row, 0))
+                nonfinite[name] = (first, seen + count)
             n_rows += block.n_rows
-            if empty_line or nonfinite or block.n_rows == 0:
+            if empty_row or nonfinite or block.n_rows == 0:
                 continue  # an error will be raised: stop collecting
             for name, ok in block.ids_int.items():
                 ids_int[name] = ids_int[name] and ok
@@ -740,9 +789,9 @@ class _TextSource:
             self.path,
             self.specs,
             strings,
-            empty_line=empty_line,
+            empty_line={name: self._line(row) for name, row in empty_row.items()},
             n_rows=n_rows,
-            nonfinite=nonfinite,
+            nonfinite={name: (self._line(row), n) for name, (row, n) in nonfinite.items()},
             header=bool(self.skip_lines),
         )
         if err is not None:
@@ -764,8 +813,8 @@ class _TextSource:
         )
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:
-        for _, lines in self._line_chunks():
-            cols = self._parse(lines).columns
+        for _, block in self._blocks():
+            cols = block.columns
             for name in self.ids_to_int:
                 cols[name] = cols[name].astype(np.int64)
             yield cols
@@ -807,7 +856,8 @@ class _ParquetSource:
         import pyarrow.parquet as pq
 
         self.path, self.wanted, self.chunk_rows = path, wanted, chunk_rows
-        self.file = pq.ParquetFile(path)
+        # pre_buffer would cache every row group's column chunks until the reader is closed
+        self.file = pq.ParquetFile(path, pre_buffer=False)
 
     def _batches(self, names: list[str]) -> Iterator[tuple[int, Any]]:
         offset = 0

@@ -12,6 +12,7 @@ import torch
 
 from recsys.als import ALS, SOLVERS, WEIGHTINGS, DivergenceError
 from recsys.als.batching import build_buckets
+from recsys.als.posterior import draw_normal_wishart
 
 
 def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> np.ndarray:
@@ -460,6 +461,56 @@ def test_posterior_draws_follow_the_conditional_gaussian(weighting, n_factors):
     assert np.abs(np.cov(z.T) - np.eye(z.shape[1])).max() < 0.12
 
 
+@pytest.mark.parametrize("n_factors", [6, 24])
+def test_draws_with_a_shared_prior_follow_the_conditional_gaussian(n_factors):
+    """With a prior N(mu, P^-1) and no per-row regularization (the learned-prior sweeps)."""
+    dense = random_matrix()
+    model = ALS(
+        n_factors=n_factors, regularization=0.1, weighting="ials", alpha0=0.1, iterations=2,
+        device="cpu", dtype="float64",
+    ).fit(sp.csr_matrix(dense))  # fmt: skip
+    rng = np.random.default_rng(1)
+    k = n_factors + 1  # solve coordinates [x, b / c]
+    root = rng.normal(size=(k, k))
+    precision, mean = root @ root.T / k + 0.5 * np.eye(k), rng.normal(size=k)
+    user, draws, sigma = 7, 3000, 0.5
+    c = model._bias_column
+    fixed = np.hstack([model.item_factors.numpy(), np.full((dense.shape[1], 1), c)])
+    offsets = model.item_bias.numpy() + model.global_bias
+    a, cols = model.weighting.all_pairs_weight, np.flatnonzero(dense[user])
+    values = torch.tensor(dense[user, cols])
+    d = model.weighting.observed_weight(values).numpy()
+    g = model.weighting.observed_target(values).numpy()
+    lhs = a * fixed.T @ fixed + fixed[cols].T @ (d[:, None] * fixed[cols]) + precision
+    rhs = fixed[cols].T @ (g - d * offsets[cols]) - a * fixed.T @ offsets + precision @ mean
+    rows = sp.csr_matrix(np.repeat(dense[user : user + 1], draws, axis=0))
+    structure = model._structure(rows)
+    structure["reg"] = torch.zeros_like(structure["reg"])
+    zeros = torch.zeros(draws, n_factors, dtype=torch.float64)
+    factors, bias = model._solve_side(
+        structure, model.item_factors, model.item_bias, zeros, zeros[:, 0],
+        noise_scale=sigma, generator=torch.Generator().manual_seed(0),
+        prior=(torch.from_numpy(precision), torch.from_numpy(mean)),
+    )  # fmt: skip
+    samples = torch.cat([factors, bias[:, None] / c], dim=1).numpy()
+    z = (samples - np.linalg.solve(lhs, rhs)) @ np.linalg.cholesky(lhs) / sigma
+    assert np.abs(z.mean(0)).max() < 4.5 / np.sqrt(draws)
+    assert np.abs(np.cov(z.T) - np.eye(k)).max() < 0.12
+
+
+def test_normal_wishart_draw_concentrates_on_the_vectors_mean_and_precision():
+    rng = np.random.default_rng(0)
+    true_mean, root = np.array([1.0, -2.0, 0.5]), rng.normal(size=(3, 3))
+    covariance = root @ root.T + np.eye(3)
+    vectors = rng.multivariate_normal(true_mean, covariance, size=20000)
+    mu, precision = draw_normal_wishart(vectors, rng)
+    np.testing.assert_allclose(mu, true_mean, atol=0.06)
+    np.testing.assert_allclose(precision, np.linalg.inv(covariance), atol=0.05)
+    # two vectors: the hyperprior (mu0 = 0, beta0 = 2) shrinks the mean to 2 * 3 / (2 + 2)
+    draws = [draw_normal_wishart(np.full((2, 3), 3.0), rng)[0] for _ in range(2000)]
+    np.testing.assert_allclose(np.mean(draws, axis=0), 1.5, atol=0.2)
+
+
 def explicit_problem(seed=0, n_users=120, n_items=90, rank=3, density=0.25):
     """Planted low-rank ratings with noise: a train and a held-out matrix."""
     rng = np.random.default_rng(seed)
@@ -472,7 +523,8 @@ def explicit_problem(seed=0, n_users=120, n_items=90, rank=3, density=0.25):
     return train, rows, cols, ratings[rows, cols]
 
 
-def test_posterior_average_predicts_held_out_ratings_better_than_the_point_estimate():
+@pytest.mark.parametrize("prior", ["learned", "fixed"])
+def test_posterior_average_predicts_held_out_ratings_better_than_the_point_estimate(prior):
     train, rows, cols, values = explicit_problem()
 
     def rmse(m: ALS) -> float:
@@ -482,7 +534,7 @@ def test_posterior_average_predicts_held_out_ratings_better_than_the_point_estim
         n_factors=12, regularization=0.02, weighting="explicit", iterations=10, device="cpu"
     ).fit(train)
     point = rmse(model)
-    model.sample_posterior(train, samples=40, burn_in=5)
+    model.sample_posterior(train, samples=40, burn_in=5, prior=prior)
     assert rmse(model) < point - 0.02
 
 
@@ -500,7 +552,7 @@ def test_sample_posterior_concatenates_draws_and_round_trips(tmp_path):
     draws = twin.sample_posterior(train, samples=3, burn_in=1, seed=7)
     assert torch.equal(draws.user_factors, model.user_factors)  # same seed, same draws
     loaded = ALS.load(model.save(tmp_path / "posterior.npz"))
-    assert loaded.posterior == {"samples": 3, "burn_in": 1, "seed": 7}
+    assert loaded.posterior == {"samples": 3, "burn_in": 1, "seed": 7, "prior": "learned"}
     np.testing.assert_allclose(loaded.predict(rows, cols), model.predict(rows, cols), rtol=1e-6)
     with pytest.raises(ValueError, match="averages 3 posterior draws"):
         loaded.fold_in(train[:2])

@@ -16,6 +16,7 @@ import torch
 
 from recsys.als.batching import build_buckets
 from recsys.als.loss import Observed, Side, als_loss
+from recsys.als.posterior import draw_normal_wishart
 from recsys.als.solvers import SOLVERS, HalfProblem
 from recsys.als.weightings import WEIGHTINGS
 from recsys.io import atomic_path
@@ -177,7 +178,7 @@ class ALS:
         self.history: list[dict[str, float]] = []
         #: set by `sample_posterior`: {"samples": S, "burn_in": B, "seed": s}; the factors then
         #: hold S posterior draws side by side (S * f columns)
-        self.posterior: dict[str, int] | None = None
+        self.posterior: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -282,17 +283,21 @@ class ALS:
         *,
         burn_in: int = 5,
         seed: int | None = None,
+        prior: str = "learned",
     ) -> ALS:
         """Average `samples` Gibbs draws from the posterior around the fitted model (BPMF).
 
-        Bayesian matrix factorisation (Salakhutdinov & Mnih 2008) with this model's own
-        regularization as the Gaussian prior and a Gaussian likelihood of precision tau on the
-        weighted squared error. Each sweep draws tau from its Gamma conditional given the
-        residuals (flat prior), then every user and every item from its Gaussian conditional
-        N(ALS solution, A_u^-1 / tau); the exact solver draws those by perturbing the right-hand
-        side (perturb-and-MAP), so a sweep costs about one epoch. Averaging predictions over
-        draws integrates out the factor uncertainty that a single point estimate ignores, which
-        lowers held-out error (rating prediction especially).
+        Bayesian matrix factorisation (Salakhutdinov & Mnih 2008): a Gaussian likelihood of
+        precision tau on the weighted squared error and Gaussian priors on the vectors. Each
+        sweep draws tau from its Gamma conditional given the residuals (flat prior), with
+        ``prior="learned"`` each side's prior N(mu, Lambda^-1) from its Normal-Wishart
+        conditional (``recsys.als.posterior``; the model's regularization then plays no part),
+        and then every user and every item from its Gaussian conditional N(mean, A_u^-1 / tau);
+        ``prior="fixed"`` keeps the model's own regularization as the prior instead. The exact
+        solver draws the vectors by perturbing the right-hand side (perturb-and-MAP), so a sweep
+        costs about one epoch. Averaging predictions over draws integrates out the uncertainty
+        that a single point estimate ignores, which lowers held-out error (rating prediction
+        especially).
 
         The average of S factor models is itself one: the draws side by side, each scaled by
         1/sqrt(S), and the mean biases. So afterwards `user_factors` / `item_factors` have
@@ -305,6 +310,7 @@ class ALS:
             samples: draws to average (S).
             burn_in: sweeps discarded first, while the chain leaves the point estimate.
             seed: seeds the draws (default: the model's seed).
+            prior: "learned" (Normal-Wishart hyperprior per side) or "fixed".
         """
         self._require_fitted()
         self._require_single("sample the posterior again")
@@ -316,6 +322,8 @@ class ALS:
             raise ValueError(
                 "sample_posterior needs exact solves: build the model with solver='cholesky'"
             )
+        if prior not in ("learned", "fixed"):
+            raise ValueError(f"prior must be 'learned' or 'fixed', got {prior!r}")
         matrix, _ = _as_csr(user_items)
         if matrix.shape != (self.n_users, self.n_items):
             raise ValueError(
@@ -331,6 +339,10 @@ class ALS:
         observed = Observed.from_csr(matrix, self.device, self.dtype)
         # terms of the Gaussian likelihood: the observed entries, or every pair when a > 0
         n_terms = matrix.nnz if self.weighting.all_pairs_weight == 0 else math.prod(matrix.shape)
+        learned = prior == "learned"
+        # with a learned prior it replaces the per-row regularization in the solves
+        solve_users = {**users, "reg": torch.zeros_like(users["reg"])} if learned else users
+        solve_items = {**items, "reg": torch.zeros_like(items["reg"])} if learned else items
         draws: list[tuple[torch.Tensor, ...]] = []
         for sweep in range(burn_in + samples):
             start = time.perf_counter()
@@ -339,12 +351,16 @@ class ALS:
             tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
             sigma = 1.0 / math.sqrt(tau)
             self.user_factors, self.user_bias = self._solve_side(
-                users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
+                solve_users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
                 noise_scale=sigma, generator=generator,
+                prior=self._draw_prior(self.user_factors, self.user_bias, tau, gamma)
+                if learned else None,
             )  # fmt: skip
             self.item_factors, self.item_bias = self._solve_side(
-                items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
+                solve_items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
                 noise_scale=sigma, generator=generator,
+                prior=self._draw_prior(self.item_factors, self.item_bias, tau, gamma)
+                if learned else None,
             )  # fmt: skip
             self._synchronize()
             self._check_finite(len(self.history), loss["loss"])
@@ -360,8 +376,24 @@ class ALS:
         if self.user_bias is not None:
             self.user_bias = torch.stack([d[2] for d in draws]).mean(0)
             self.item_bias = torch.stack([d[3] for d in draws]).mean(0)
-        self.posterior = {"samples": int(samples), "burn_in": int(burn_in), "seed": seed}
+        self.posterior = {
+            "samples": int(samples), "burn_in": int(burn_in), "seed": seed, "prior": prior,
+        }  # fmt: skip
         return self
+
+    def _draw_prior(
+        self, factors: torch.Tensor, bias: torch.Tensor | None, tau: float, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A side's prior (P, mu) in solve coordinates [x, b / c], P = Lambda / tau (the solves
+        are scaled by the noise precision tau)."""
+        coords = (
+            factors
+            if bias is None
+            else torch.cat([factors, (bias / self._bias_column)[:, None]], 1)
+        )
+        mu, precision = draw_normal_wishart(coords.double().cpu().numpy(), rng)
+        to = lambda a: torch.from_numpy(a).to(self.device, self.dtype)  # noqa: E731
+        return to(precision / tau), to(mu)
 
     def _require_single(self, action: str) -> None:
         """Refuse solves against a posterior average (its factors are S draws side by side)."""
@@ -420,12 +452,15 @@ class ALS:
         noise_scale: float = 0.0,
         generator: torch.Generator | None = None,
         gram: torch.Tensor | None = None,
+        prior: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Solve every row of one side against the other side; return factors and biases.
 
         With `noise_scale` sigma > 0 each row is drawn from its conditional posterior
         N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`). `gram` is the fixed
         side's F^T F when the caller has it already (summed across ranks in distributed fits).
+        `prior` = (P, mu) adds a Gaussian prior N(mu, P^-1) shared by all rows (in the solve's
+        coordinates [x, b / c]).
         """
         fixed, offsets = self._fixed_side(fixed_factors, fixed_bias)
         problem = HalfProblem(
@@ -439,6 +474,8 @@ class ALS:
             noise_scale=noise_scale,
             generator=generator,
             gram=gram,
+            prior_precision=None if prior is None else prior[0],
+            prior_mean=None if prior is None else prior[1],
         )
         c = self._bias_column if current_bias is not None else 1.0
         current = (

@@ -10,6 +10,11 @@ where D_u = diag(d_uj), h_uj = g_uj - d_uj * o_j, and o_j is the fixed score off
 (its bias plus the global mean). A solver implements `solve_chunk` for one padded batch of rows
 of similar length; the base class walks the degree buckets in memory-bounded chunks.
 
+A Gaussian prior N(mu, P^-1) shared by all rows (posterior sampling with learned hyperparameters)
+adds P to every row's matrix and P mu to its right-hand side; `shared` = a * G + P is the part
+of the matrix common to all rows and `offset_rhs` = a * F^T o - P mu the common part of the
+right-hand side (subtracted).
+
 With `noise_scale` sigma > 0 (posterior sampling) an exact solver returns a draw from
 N(A_u^-1 b_u, sigma^2 A_u^-1) instead of the solution A_u^-1 b_u, A_u being the matrix above.
 """
@@ -38,6 +43,8 @@ class HalfProblem:
     memory_budget_bytes: int
     noise_scale: float = 0.0  # sigma: > 0 draws each row from its Gaussian conditional posterior
     generator: torch.Generator | None = None  # random source of those draws
+    prior_precision: torch.Tensor | None = None  # (k, k) P of a prior shared by all rows
+    prior_mean: torch.Tensor | None = None  # (k,) mu of that prior (None: zero)
     gram: torch.Tensor | None = None  # (k, k) F^T F when precomputed (e.g. summed across ranks)
 
     def __post_init__(self) -> None:
@@ -51,6 +58,11 @@ class HalfProblem:
         else:
             self.offset_rhs = self.all_pairs_weight * (self.fixed.T @ self.offsets)
             self.offsets_padded = torch.cat([self.offsets, self.offsets.new_zeros(1)])
+        self.shared = self.all_pairs_weight * self.gram
+        if self.prior_precision is not None:
+            self.shared = self.shared + self.prior_precision
+            if self.prior_mean is not None:
+                self.offset_rhs = self.offset_rhs - self.prior_precision @ self.prior_mean
 
     @property
     def rank(self) -> int:

@@ -42,11 +42,11 @@ class ConjugateGradientSolver(Solver):
         shape = (len(chunk), chunk.width, problem.rank)
         z = chunk.gather(problem.fixed_padded, out=self.workspace.take("gather", shape, current))
         reg = problem.row_reg[chunk.rows, None]
-        a, gram = problem.all_pairs_weight, problem.gram
+        shared = problem.shared
 
         def matvec(p: torch.Tensor) -> torch.Tensor:
             zp = torch.bmm(z, p.unsqueeze(-1)).squeeze(-1) * d  # (B, n)
-            return a * (p @ gram) + torch.bmm(zp.unsqueeze(1), z).squeeze(1) + reg * p
+            return p @ shared + torch.bmm(zp.unsqueeze(1), z).squeeze(1) + reg * p
 
         rhs = torch.bmm(h.unsqueeze(1), z).squeeze(1) - problem.offset_rhs
         x = current.clone()

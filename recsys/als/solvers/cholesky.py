@@ -34,7 +34,7 @@ from recsys.als.solvers.base import HalfProblem, Solver
 
 @dataclass
 class _Eigenbasis:
-    eigenvalues: torch.Tensor  # (k,) L, scaled by a
+    eigenvalues: torch.Tensor  # (k,) L of the shared matrix a * G (+ P)
     rotation: torch.Tensor  # (k, k) Q
     rotated_fixed: torch.Tensor  # (n_fixed + 1, k) F Q, with the zero padding row
     rotated_offset_rhs: torch.Tensor  # (k,) Q^T a F^T o
@@ -72,26 +72,28 @@ class CholeskySolver(Solver):
     """Exact least squares per row (Woodbury for short rows, direct Cholesky for long ones)."""
 
     def prepare(self, problem: HalfProblem) -> _Eigenbasis:
-        a = problem.all_pairs_weight
         fixed = problem.fixed
         k = problem.rank
-        if a == 0.0:  # no shared term: any orthonormal basis diagonalises it, keep the identity
+        if not self._rotates(problem):  # no shared term: keep the identity basis
             eye = torch.eye(k, dtype=fixed.dtype, device=fixed.device)
             zeros = torch.zeros(k, dtype=fixed.dtype, device=fixed.device)
             return _Eigenbasis(zeros, eye, problem.fixed_padded, problem.offset_rhs)
-        evals, evecs = torch.linalg.eigh(problem.gram.double())
+        evals, evecs = torch.linalg.eigh(problem.shared.double())
         rotation = evecs.to(fixed.dtype)
         return _Eigenbasis(
-            eigenvalues=(a * evals.clamp_min(0.0)).to(fixed.dtype),
+            eigenvalues=evals.clamp_min(0.0).to(fixed.dtype),
             rotation=rotation,
             rotated_fixed=problem.fixed_padded @ rotation,
             rotated_offset_rhs=problem.offset_rhs @ rotation,
         )
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
-        if problem.all_pairs_weight == 0.0:
-            return out
-        return out @ state.rotation.T
+        return out @ state.rotation.T if self._rotates(problem) else out
+
+    @staticmethod
+    def _rotates(problem: HalfProblem) -> bool:
+        """Whether rows share a matrix term (a > 0 or a prior), so the eigenbasis is needed."""
+        return problem.all_pairs_weight != 0.0 or problem.prior_precision is not None
 
     @staticmethod
     def use_woodbury(width: int, rank: int) -> bool:

@@ -140,6 +140,9 @@ class ALSConfig:
     calculate_loss: bool = True
     distributed: bool = False
     distributed_timeout_s: float = 600.0
+    posterior_samples: int = 0
+    posterior_burn_in: int = 5
+    posterior_prior: str = "learned"
     seed: int = II("seed")
 
     def __post_init__(self) -> None:
@@ -162,6 +165,18 @@ class ALSConfig:
         if self.init_std is not None:
             _number_at_least("als.init_std", self.init_std, 0.0, strict=True)
         _number_at_least("als.distributed_timeout_s", self.distributed_timeout_s, 0.0, strict=True)
+        _int_at_least("als.posterior_samples", self.posterior_samples, 0)
+        _int_at_least("als.posterior_burn_in", self.posterior_burn_in, 0)
+        if self.posterior_prior not in ("learned", "fixed"):
+            _fail("als.posterior_prior", self.posterior_prior, "must be one of learned, fixed")
+        if self.posterior_samples and self.solver != "cholesky":
+            _fail("als.posterior_samples", self.posterior_samples, "needs als.solver=cholesky")
+        if self.posterior_samples and self.distributed:
+            _fail(
+                "als.posterior_samples",
+                self.posterior_samples,
+                "runs in one process; set als.distributed=false",
+            )
         if self.use_bias and not (
             self.regularization > 0
             and (self.bias_regularization is None or self.bias_regularization > 0)

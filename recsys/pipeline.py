@@ -545,12 +545,16 @@ class RunResult:
     primary: bool = True
 
 
+#: ``als.*`` keys that configure `ALS.sample_posterior`, not the constructor
+POSTERIOR_KEYS = ("posterior_samples", "posterior_burn_in", "posterior_prior")
+
+
 def _als_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """`ALS` arguments from ``cfg.als`` (how to run it, ``als.distributed*``, is not among them);
     in a distributed run on CUDA each rank uses its own GPU (``cuda:LOCAL_RANK``)."""
     kwargs = dataclasses.asdict(cfg.als)
-    kwargs.pop("distributed")
-    kwargs.pop("distributed_timeout_s")
+    for key in ("distributed", "distributed_timeout_s", *POSTERIOR_KEYS):
+        kwargs.pop(key)
     if cfg.als.distributed and torch.distributed.is_initialized():
         from recsys.als.distributed import local_device
         from recsys.als.model import resolve_device
@@ -872,6 +876,23 @@ def _train(
 
             model.fit(data.train, callback=on_refit, distributed=distributed)
             refit_history = [dict(h) for h in model.history]
+        posterior_history: list[dict[str, Any]] | None = None
+        if conf.als.posterior_samples:  # single process (checked by the config)
+            info(
+                "posterior sampling: %d burn-in sweeps, then %d draws averaged",
+                conf.als.posterior_burn_in, conf.als.posterior_samples,
+            )  # fmt: skip
+            model.sample_posterior(
+                data.train if refit_history is not None else data.fit,
+                conf.als.posterior_samples,
+                burn_in=conf.als.posterior_burn_in,
+                prior=conf.als.posterior_prior,
+            )
+            posterior_history = [h for h in model.history if h.get("phase") == "posterior"]
+            for sweep, h in enumerate(posterior_history, start=1):
+                tracker.log_metrics(
+                    {"loss": h["loss"], "noise_precision": h["noise_precision"]}, sweep, "posterior"
+                )
         train_seconds = elapsed_before + time.perf_counter() - fit_start
         sharding = (
             None
@@ -916,8 +937,12 @@ def _train(
 
         metrics: dict[str, float] = dict(test_metrics)
         metrics["train_seconds"] = round(train_seconds, 4)
-        # the ALS epochs alone (no validation, checkpoints or data loading), refit included
-        epoch_seconds = sum(h.get("seconds", 0.0) for h in history + (refit_history or []))
+        # the ALS epochs alone (no validation, checkpoints or data loading), refit and posterior
+        # sweeps included
+        epoch_seconds = sum(
+            h.get("seconds", 0.0)
+            for h in history + (refit_history or []) + (posterior_history or [])
+        )
         metrics["fit_seconds"] = round(epoch_seconds, 4)
         metrics["epochs"] = epochs_run
         if stopper.best_epoch is not None:
@@ -955,6 +980,7 @@ def _train(
             },
             "history": history,
             "refit_history": refit_history,
+            "posterior_history": posterior_history,
             "evaluations": stopper.evaluations,
             "best_epoch": stopper.best_epoch,
             "epochs": epochs_run,

@@ -108,6 +108,7 @@ def test_experiments_resolve_data_paths_against_the_repo(tmp_path: Path, monkeyp
         ("als.n_factor=8", "als.n_factor: unknown key; allowed keys in als: n_factors,"),
         ("+colour=red", "colour: unknown key; allowed keys at the top level: als, data,"),
         ("seed=x", "seed=x: must be an integer"),
+        ("als.posterior_prior=flat", "als.posterior_prior=flat: must be one of learned, fixed"),
         ("als.n_factors=8,16", "als.n_factors=8,16: a sweep over several values needs -m"),
     ],
 )
@@ -118,6 +119,13 @@ def test_bad_values_give_one_line_naming_key_and_allowed_values(
     assert message is not None
     assert "\n" not in message
     assert message.startswith(expected), message
+
+
+def test_posterior_sampling_needs_the_exact_solver_in_one_process() -> None:
+    message = check_overrides(["als.posterior_samples=5", "als.solver=cg"], config_dir=CONF)
+    assert message == "als.posterior_samples=5: needs als.solver=cholesky"
+    message = check_overrides(["als.posterior_samples=5", "als.distributed=true"], config_dir=CONF)
+    assert message == "als.posterior_samples=5: runs in one process; set als.distributed=false"
 
 
 def test_every_sweep_value_is_checked_in_multirun() -> None:

@@ -427,6 +427,23 @@ def test_explicit_run_reports_rmse_that_the_model_reproduces(tmp_path: Path) -> 
     assert metrics["rmse"] < 1.5  # ratings are 1..5 with sd about 1.2: the model learned something
 
 
+def test_posterior_sampling_run_saves_the_averaged_model(tmp_path: Path) -> None:
+    cfg = compose_cfg("als=explicit", "als.n_factors=3", "als.iterations=2", "eval=rating",
+                      "eval.objective=rmse", "eval.k=[10]", "eval.patience=0",
+                      "als.posterior_samples=4", "als.posterior_burn_in=2")  # fmt: skip
+    result = pipeline.run(cfg, tmp_path / "run")
+    model = ALS.load(tmp_path / "run" / "model.npz")
+    assert model.posterior == {"samples": 4, "burn_in": 2, "seed": 0, "prior": "learned"}
+    assert model.user_factors.shape[1] == 4 * 3  # the draws side by side
+    test = pipeline.prepare_data(validate(cfg)).test.matrix.tocoo()
+    pred = model.predict(test.row, test.col).astype(np.float64)
+    assert result.metrics["rmse"] == pytest.approx(np.sqrt(np.mean((pred - test.data) ** 2)))
+    metadata = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    epochs = [h["epoch"] for h in metadata["posterior_history"]]  # after the ALS epochs kept
+    assert len(epochs) == 2 + 4 and epochs == list(range(epochs[0], epochs[0] + 6))
+    assert all(h["noise_precision"] > 0 for h in metadata["posterior_history"])
+
+
 # ------------------------------------------------------------------------- strong generalization
 def test_strong_generalization_folds_in_held_out_users(tmp_path: Path) -> None:
     cfg = compose_cfg("split=strong", "split.test_users=0.2", "eval.every=0", "checkpoint.every=0")

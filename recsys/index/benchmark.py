@@ -156,8 +156,12 @@ def _timed_search(
     repeats: int,
     min_seconds: float = 0.0,
     **kw: Any,
-) -> tuple[np.ndarray, float, float]:
-    """ids of one batched search, and its median wall and CPU seconds.
+) -> tuple[np.ndarray, float, float, float]:
+    """ids of one batched search, its median wall and CPU seconds, and distances per query.
+
+    The last value is the number of vectors whose distance to the query was computed (Faiss's
+    IVF and HNSW search statistics; 0 for other indexes): a measure of work that, unlike the
+    clocks, does not depend on what else the machine runs.
 
     The search runs ``repeats`` times and then again until ``min_seconds`` of wall time have
     passed (at most 200 runs). Medians rather than minima: on a shared machine a search of a
@@ -167,14 +171,18 @@ def _timed_search(
     walls: list[float] = []
     cpus: list[float] = []
     ids = None
+    faiss.cvar.indexIVF_stats.reset()
+    faiss.cvar.hnsw_stats.reset()
     while len(walls) < max(1, repeats) or (sum(walls) < min_seconds and len(walls) < 200):
         t0, c0 = time.perf_counter(), time.process_time()
         ids, _ = index.search(queries, k, **kw)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     assert ids is not None
+    ndis = faiss.cvar.indexIVF_stats.ndis + faiss.cvar.hnsw_stats.ndis
+    per_query = ndis / (len(walls) * max(1, len(queries)))
     # process_time ticks coarsely on some systems: never report less than a microsecond
-    return ids, max(float(np.median(walls)), 1e-6), max(float(np.median(cpus)), 1e-6)
+    return ids, max(float(np.median(walls)), 1e-6), max(float(np.median(cpus)), 1e-6), per_query
 
 
 def pq_fastscan_m(dim: int) -> int:
@@ -298,7 +306,7 @@ def run_benchmark(
     t0 = time.perf_counter()
     exact = build_index(items, "flat", "ip", mips_to_l2=False)
     exact_build = time.perf_counter() - t0
-    truth, wall, cpu = _timed_search(exact, queries, k, repeats, min_seconds)
+    truth, wall, cpu, _ = _timed_search(exact, queries, k, repeats, min_seconds)
     exact_runs = [(nq / wall, nq / cpu)]
     rows.append(BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu))
     logger.info("exact: %.0f QPS, %.0f per CPU second", nq / wall, nq / cpu)
@@ -310,14 +318,17 @@ def run_benchmark(
             param, key = "nprobe", "nprobe"
             values = tuple(v for v in nprobes if v <= extra["nlist"])
         for value in values:
-            ids, wall, cpu = _timed_search(index, queries, k, repeats, min_seconds, **{key: value})
-            rec = recall_at_k(ids, truth)
-            row = BenchRow(
-                name, mips, param, value, rec, nq / wall, 0.0, build_s, dict(extra), nq / cpu
+            ids, wall, cpu, ndis = _timed_search(
+                index, queries, k, repeats, min_seconds, **{key: value}
             )
+            rec = recall_at_k(ids, truth)
+            info = dict(extra)
+            if ndis > 0:  # share of the catalog whose distance each query computed
+                info["scanned"] = round(ndis / len(items), 6)
+            row = BenchRow(name, mips, param, value, rec, nq / wall, 0.0, build_s, info, nq / cpu)
             rows.append(row)
             logger.info(
-                "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s",
+                "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s, %.3f%% scanned",
                 row.label,
                 param,
                 value,
@@ -325,6 +336,7 @@ def run_benchmark(
                 rec,
                 row.qps,
                 row.cpu_qps,
+                100 * info.get("scanned", 0.0),
             )
 
     for kind in kinds:
@@ -369,7 +381,7 @@ def run_benchmark(
                 raise ValueError(f"unknown index kind {kind!r}: use 'ivf' and/or 'hnsw'")
 
     # the exact search again, at the end: speed-ups use the faster of the two measurements
-    _, wall, cpu = _timed_search(exact, queries, k, repeats, min_seconds)
+    _, wall, cpu, _ = _timed_search(exact, queries, k, repeats, min_seconds)
     exact_runs.append((nq / wall, nq / cpu))
     ref_wall = max(r[0] for r in exact_runs)
     ref_cpu = max(r[1] for r in exact_runs)
@@ -434,15 +446,15 @@ def markdown_table(rows: list[BenchRow], k: int, target: float = 0.95) -> str:
     """The sweep as a markdown table plus one line per variant's operating point."""
     lines = [
         f"| index | MIPS->L2 | parameter | value | recall@{k} | QPS | QPS per CPU s |"
-        " speed-up vs exact | build s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        " speed-up vs exact | catalog scanned | build s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         name = r.label.replace(" +mips2l2", "")
         lines.append(
             f"| {name} | {'yes' if r.mips_to_l2 else 'no'} | {r.param or '-'} | "
             f"{r.value if r.param else '-'} | {r.recall:.4f} | {r.qps:,.0f} | "
-            f"{r.cpu_qps:,.0f} | {r.speedup:.1f}x | {r.build_s:.1f} |"
+            f"{r.cpu_qps:,.0f} | {r.speedup:.1f}x | {_scanned(r)} | {r.build_s:.1f} |"
         )
     lines.append("")
     for label, r in operating_points(rows, target).items():
@@ -457,6 +469,13 @@ def markdown_table(rows: list[BenchRow], k: int, target: float = 0.95) -> str:
     if comparison:
         lines += ["", "MIPS-to-L2 or native IP, per variant:", *comparison]
     return "\n".join(lines)
+
+
+def _scanned(row: BenchRow) -> str:
+    if row.index == "exact":
+        return "100%"
+    share = row.extra.get("scanned")
+    return "-" if share is None else f"{100 * share:.2f}%"
 
 
 def write_json(rows: list[BenchRow], path: str | Path, meta: dict[str, Any]) -> None:

@@ -89,10 +89,14 @@ def test_timed_search_repeats_until_min_seconds_and_takes_medians() -> None:
             time.sleep(0.001 if Sleepy.calls > 1 else 0.3)  # one slow outlier first
             return np.zeros((len(queries), k), np.int64), None
 
-    ids, wall, cpu, ndis = _timed_search(Sleepy(), np.zeros((3, 2)), 4, 2, 1.0)
-    assert ids.shape == (3, 4) and Sleepy.calls >= 3  # two repeats were not 1 s yet
-    assert wall < 0.25 and cpu < wall  # the median ignores the outlier; sleeping is no CPU
-    assert ndis == 0  # no Faiss index searched
+    t = _timed_search(Sleepy(), np.zeros((3, 2)), 4, 2, 1.0)
+    assert t.ids.shape == (3, 4) and Sleepy.calls >= 3  # two repeats were not 1 s yet
+    assert t.wall < 0.25 and t.cpu < t.wall  # the median ignores the outlier; sleep is no CPU
+    assert t.ndis == 0 and t.ref_wall is None  # no Faiss index searched, no reference
+    Sleepy.calls = 1
+    t = _timed_search(Sleepy(), np.zeros((3, 2)), 4, 3, 0.0, (Sleepy(), np.zeros((2, 2))))
+    assert Sleepy.calls == 1 + 2 * 3  # every timed run is preceded by the reference search
+    assert 0.0004 < t.ref_wall < 0.1  # per reference query: ~0.001 s / 2 queries
 
 
 def test_pq_fastscan_m_divides_the_dimension() -> None:
@@ -139,6 +143,7 @@ def test_run_benchmark_rows_and_exact_reference() -> None:
         kinds=("ivf",),
         mips_variants=(True,),
         clock="cpu",
+        paired_queries=10,
         meta=meta,
     )
     assert [r.label for r in rows] == ["exact"] + ["ivf nlist=16 +mips2l2"] * 2 + [
@@ -149,8 +154,9 @@ def test_run_benchmark_rows_and_exact_reference() -> None:
     assert 0 < rows[1].extra["scanned"] < 0.5
     assert len(meta["exact_cpu_qps_start_end"]) == 2 and meta["clock"] == "cpu"
     assert rows[0].cpu_qps == pytest.approx(max(meta["exact_cpu_qps_start_end"]), rel=0.01)
-    for r in rows:
-        assert r.speedup == pytest.approx(r.cpu_qps / rows[0].cpu_qps)
+    assert rows[0].speedup == 1.0
+    for r in rows[1:]:  # over the exact search interleaved with that setting's runs
+        assert r.speedup == pytest.approx(r.cpu_qps / r.extra["exact_cpu_qps_paired"])
     with pytest.raises(ValueError, match="clock must be one of"):
         run_benchmark(items, queries, kinds=("ivf",), clock="sundial")
 

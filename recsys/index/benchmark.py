@@ -8,8 +8,11 @@ call of all queries (median of ``repeats`` runs and of at least ``min_seconds``)
 clocks: wall time and the process's CPU time.
 On a machine shared with other jobs the CPU clock is the fairer one (time the process was not
 scheduled does not count); with one Faiss thread it is plain single-core throughput. The exact
-search is timed at the start and again at the end, and speed-ups are taken against the faster
-of the two (the conservative choice).
+search is timed at the start and again at the end; speed-ups are taken against an exact search
+of ``paired_queries`` queries interleaved with every timed run of the setting (so that both see
+the same load), or, without pairing, against the faster of the start and end timings. The share
+of the catalog each query computes distances for is recorded too: unlike the clocks it does not
+depend on the load.
 
 IVF variants of one (nlist, MIPS) setting share one trained coarse quantizer (and, except PQ
 fast-scan, one list assignment): IVF-Flat, and compressed codes (SQ8, 4-bit PQ fast-scan)
@@ -149,40 +152,68 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits)) / k
 
 
+@dataclass
+class _Timing:
+    ids: np.ndarray
+    wall: float  # median seconds of one batched search of all queries
+    cpu: float
+    ndis: float  # distances computed per query (Faiss IVF / HNSW statistics; 0 for others)
+    ref_wall: float | None = None  # median seconds per query of the interleaved exact search
+    ref_cpu: float | None = None
+
+
 def _timed_search(
     index: ItemIndex,
     queries: np.ndarray,
     k: int,
     repeats: int,
     min_seconds: float = 0.0,
+    reference: tuple[ItemIndex, np.ndarray] | None = None,
     **kw: Any,
-) -> tuple[np.ndarray, float, float, float]:
-    """ids of one batched search, its median wall and CPU seconds, and distances per query.
-
-    The last value is the number of vectors whose distance to the query was computed (Faiss's
-    IVF and HNSW search statistics; 0 for other indexes): a measure of work that, unlike the
-    clocks, does not depend on what else the machine runs.
+) -> _Timing:
+    """Time one batched search of ``queries``: median wall and CPU seconds, work per query.
 
     The search runs ``repeats`` times and then again until ``min_seconds`` of wall time have
     passed (at most 200 runs). Medians rather than minima: on a shared machine a search of a
     few milliseconds often fits in a quiet moment while one of seconds never does, so the best
     of a few runs would favour fast settings over slow ones (and over the exact search).
+    With ``reference`` = (exact index, queries), every run is preceded by an exact search of
+    those queries, so that both see the same machine load; their median seconds per query come
+    back too. ``ndis``, the number of vectors whose distance to a query was computed, measures
+    work independently of the load.
     """
     walls: list[float] = []
     cpus: list[float] = []
+    ref_walls: list[float] = []
+    ref_cpus: list[float] = []
     ids = None
     faiss.cvar.indexIVF_stats.reset()
     faiss.cvar.hnsw_stats.reset()
-    while len(walls) < max(1, repeats) or (sum(walls) < min_seconds and len(walls) < 200):
+    while len(walls) < max(1, repeats) or (
+        sum(walls) + sum(ref_walls) < min_seconds and len(walls) < 200
+    ):
+        if reference is not None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            reference[0].search(reference[1], k)
+            ref_walls.append((time.perf_counter() - t0) / len(reference[1]))
+            ref_cpus.append((time.process_time() - c0) / len(reference[1]))
         t0, c0 = time.perf_counter(), time.process_time()
         ids, _ = index.search(queries, k, **kw)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     assert ids is not None
     ndis = faiss.cvar.indexIVF_stats.ndis + faiss.cvar.hnsw_stats.ndis
-    per_query = ndis / (len(walls) * max(1, len(queries)))
     # process_time ticks coarsely on some systems: never report less than a microsecond
-    return ids, max(float(np.median(walls)), 1e-6), max(float(np.median(cpus)), 1e-6), per_query
+    timing = _Timing(
+        ids,
+        max(float(np.median(walls)), 1e-6),
+        max(float(np.median(cpus)), 1e-6),
+        ndis / (len(walls) * max(1, len(queries))),
+    )
+    if reference is not None:
+        timing.ref_wall = max(float(np.median(ref_walls)), 1e-9)
+        timing.ref_cpu = max(float(np.median(ref_cpus)), 1e-9)
+    return timing
 
 
 def pq_fastscan_m(dim: int) -> int:
@@ -286,6 +317,7 @@ def run_benchmark(
     kinds: tuple[str, ...] = ("ivf", "hnsw"),
     repeats: int = 1,
     min_seconds: float = 0.0,
+    paired_queries: int = 0,
     clock: str = "wall",
     seed: int = 0,
     meta: dict[str, Any] | None = None,
@@ -294,7 +326,11 @@ def run_benchmark(
 
     One row per setting; the first row is the exact search. Each search is timed ``repeats``
     times and for at least ``min_seconds`` (medians, see :func:`_timed_search`). ``clock``
-    ("wall" or "cpu") picks the throughput the speed-ups use. ``meta``, when given, receives
+    ("wall" or "cpu") picks the throughput the speed-ups use. With ``paired_queries`` > 0 every
+    timed run of a setting is preceded by an exact search of that many queries, and the
+    setting's speed-up is over that interleaved exact search (both see the same load; the
+    nearby exact throughput is kept in the row's ``extra``); otherwise it is over the faster of
+    the exact searches timed at the start and the end of the run. ``meta``, when given, receives
     the exact search's throughput at the start and at the end of the run.
     """
     if clock not in CLOCKS:
@@ -306,7 +342,9 @@ def run_benchmark(
     t0 = time.perf_counter()
     exact = build_index(items, "flat", "ip", mips_to_l2=False)
     exact_build = time.perf_counter() - t0
-    truth, wall, cpu, _ = _timed_search(exact, queries, k, repeats, min_seconds)
+    first = _timed_search(exact, queries, k, repeats, min_seconds)
+    truth, wall, cpu = first.ids, first.wall, first.cpu
+    reference = (exact, queries[: min(nq, paired_queries)]) if paired_queries > 0 else None
     exact_runs = [(nq / wall, nq / cpu)]
     rows.append(BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu))
     logger.info("exact: %.0f QPS, %.0f per CPU second", nq / wall, nq / cpu)
@@ -318,14 +356,17 @@ def run_benchmark(
             param, key = "nprobe", "nprobe"
             values = tuple(v for v in nprobes if v <= extra["nlist"])
         for value in values:
-            ids, wall, cpu, ndis = _timed_search(
-                index, queries, k, repeats, min_seconds, **{key: value}
-            )
-            rec = recall_at_k(ids, truth)
+            t = _timed_search(index, queries, k, repeats, min_seconds, reference, **{key: value})
+            rec = recall_at_k(t.ids, truth)
             info = dict(extra)
-            if ndis > 0:  # share of the catalog whose distance each query computed
-                info["scanned"] = round(ndis / len(items), 6)
-            row = BenchRow(name, mips, param, value, rec, nq / wall, 0.0, build_s, info, nq / cpu)
+            if t.ndis > 0:  # share of the catalog whose distance each query computed
+                info["scanned"] = round(t.ndis / len(items), 6)
+            if t.ref_wall is not None and t.ref_cpu is not None:
+                info["exact_qps_paired"] = round(1.0 / t.ref_wall, 2)
+                info["exact_cpu_qps_paired"] = round(1.0 / t.ref_cpu, 2)
+            row = BenchRow(
+                name, mips, param, value, rec, nq / t.wall, 0.0, build_s, info, nq / t.cpu
+            )
             rows.append(row)
             logger.info(
                 "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s, %.3f%% scanned",
@@ -381,13 +422,15 @@ def run_benchmark(
                 raise ValueError(f"unknown index kind {kind!r}: use 'ivf' and/or 'hnsw'")
 
     # the exact search again, at the end: speed-ups use the faster of the two measurements
-    _, wall, cpu, _ = _timed_search(exact, queries, k, repeats, min_seconds)
-    exact_runs.append((nq / wall, nq / cpu))
+    last = _timed_search(exact, queries, k, repeats, min_seconds)
+    exact_runs.append((nq / last.wall, nq / last.cpu))
     ref_wall = max(r[0] for r in exact_runs)
     ref_cpu = max(r[1] for r in exact_runs)
     rows[0].qps, rows[0].cpu_qps = ref_wall, ref_cpu
     for row in rows:
-        row.speedup = row.cpu_qps / ref_cpu if clock == "cpu" else row.qps / ref_wall
+        base_wall = row.extra.get("exact_qps_paired", ref_wall)
+        base_cpu = row.extra.get("exact_cpu_qps_paired", ref_cpu)
+        row.speedup = row.cpu_qps / base_cpu if clock == "cpu" else row.qps / base_wall
     if meta is not None:
         meta["clock"] = clock
         meta["exact_qps_start_end"] = [round(r[0], 1) for r in exact_runs]

@@ -6,11 +6,13 @@ Launch one process per rank (``torchrun --nproc_per_node=N``); every rank calls
 **Sharding.** Users and items are cut into contiguous index ranges, one per rank, balanced by
 (interactions + 1) per row (:func:`shard_plan`). The interaction structures a rank builds (the
 degree buckets of its users and of its items, and the observed entries of its users for the loss)
-hold only its ranges, so their memory falls as 1/N; they dominate a fit's memory (about 30 bytes
-per interaction and side against 4 f bytes per factor row). Balancing by interactions rather than
+hold only its ranges, so their memory falls as 1/N; they dominate a fit's memory (measured on
+the ML-20M-scale set at 64 factors: about 1.5 GB for its 20 M interactions in one process, 0.8 GB
+per rank with two, against 42 MB for all factors). Balancing by interactions rather than
 by row count keeps both that memory and the solve time (linear in a row's interactions for all
-but tiny rows) even when ids correlate with activity (MovieLens user ids follow sign-up dates,
-item ids release years); the + 1 charges each row its fixed cost, so empty rows still spread.
+but tiny rows) even when ids correlate with activity (e.g. items numbered in the order a catalog
+got them, the older ones having more interactions); the + 1 charges each row its fixed cost, so
+empty rows still spread.
 
 **One epoch on rank r** (identical arithmetic to one process, except summation order):
 
@@ -294,6 +296,8 @@ class Communicator:
         """Rank `src`'s string on every rank (UTF-8 bytes; no pickle)."""
         data = text.encode() if self.rank == src else b""
         size = int(self.broadcast_float(float(len(data)), what, src))
+        if size == 0:
+            return ""
         buf = torch.zeros(size, dtype=torch.uint8, device=self.device)
         if self.rank == src:
             buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))

@@ -326,6 +326,32 @@ def test_torchrun_train_script_writes_artifacts_once(tmp_path: Path) -> None:
         assert _relative_difference(getattr(got, key).numpy(), getattr(single, key).numpy()) < 1e-4
 
 
+@pytest.mark.slow
+def test_distributed_benchmark_reports_each_rank_and_the_same_factors(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_distributed.py"), "--preset", "tiny",
+         "--processes", "1", "2", "--factors", "4", "--epochs", "2", "--threads", "2",
+         "--timeout", "240", "--out", str(out)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    nnz = doc["dataset"]["interactions"]
+    single, double = doc["rows"]
+    assert (single["processes"], double["processes"]) == (1, 2)
+    assert single["user_interactions_per_rank"] == [nnz]
+    # each rank holds its share of the interactions, the shares cover every interaction once
+    for key in ("user_interactions_per_rank", "item_interactions_per_rank"):
+        shares = double[key]
+        assert len(shares) == 2 and sum(shares) == nnz and min(shares) > 0.4 * nnz
+    assert all(v > 0 for v in double["peak_rss_mib_per_rank"])
+    assert double["max_relative_difference"] < 1e-4
+    assert double["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
+    assert "| 2 | 1 |" in (out / "table.md").read_text()
+    assert not (out / "tiny.npz").exists()  # the prepared data is removed
+
+
 # ------------------------------------------------------------------------------ the workers
 class _Interrupt(Exception):
     pass

@@ -274,14 +274,17 @@ class SplitConfig:
 class IndexConfig:
     """``index``: the Faiss index the item embeddings are exported into (see recsys.index).
 
-    ``shards`` > 1 splits the items over that many Faiss sub-indexes of the same type (faiss
-    ``IndexShards``; with ``gpu`` one shard per GPU when it equals the GPU count).
+    ``nlist`` / ``nprobe`` left null take :func:`recsys.index.default_nlist` (about 4 sqrt(N))
+    and :func:`recsys.index.default_nprobe` (about nlist / 16, where the benchmarks put recall@20
+    at 0.93-0.99 on trained models). ``shards`` > 1 splits the items over that many Faiss
+    sub-indexes of the same type (faiss ``IndexShards``; with ``gpu`` one shard per GPU when it
+    equals the GPU count).
     """
 
     type: str = "flat"
     metric: str = "ip"
     nlist: int | None = None
-    nprobe: int = 16
+    nprobe: int | None = None
     M: int = 32
     ef_construction: int = 200
     ef_search: int = 128
@@ -295,7 +298,8 @@ class IndexConfig:
         _one_of("index.metric", self.metric, INDEX_METRICS)
         if self.nlist is not None:
             _int_at_least("index.nlist", self.nlist, 1)
-        _int_at_least("index.nprobe", self.nprobe, 1)
+        if self.nprobe is not None:
+            _int_at_least("index.nprobe", self.nprobe, 1)
         _int_at_least("index.M", self.M, 2)
         _int_at_least("index.ef_construction", self.ef_construction, 1)
         _int_at_least("index.ef_search", self.ef_search, 1)

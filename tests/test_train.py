@@ -244,7 +244,7 @@ def test_recommend_script_serves_unseen_items_with_model_scores(
 def test_export_index_rebuilds_with_other_settings(
     tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from recsys.index import load_index, read_sidecar
+    from recsys.index import default_nlist, default_nprobe, load_index, read_sidecar
 
     export = _load_script("export_index")
     out = tiny_run.output_dir
@@ -256,6 +256,11 @@ def test_export_index_rebuilds_with_other_settings(
     model = ALS.load(out / "model.npz")
     load_index(out / "hnsw.faiss", model=model, model_path=out / "model.npz")
     assert read_sidecar(out / "items.faiss")["kind"] == "flat"  # the served index is untouched
+    # index=ivf leaves nlist and nprobe to the library's size-dependent defaults
+    assert export.main([f"run_dir={out}", "index=ivf", "out=ivf.faiss"]) == 0
+    params = read_sidecar(out / "ivf.faiss")["params"]
+    assert params["nlist"] == default_nlist(model.item_factors.shape[0])
+    assert params["nprobe"] == default_nprobe(params["nlist"])
     assert export.main([f"run_dir={out}", "index.type=annoy"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: index.type=annoy: must be one of flat, ivf, hnsw, factory"

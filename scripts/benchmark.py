@@ -35,7 +35,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per run")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the successful runs already in <out>/results.json whose settings match, "
+        "run only the others (e.g. after an interrupted benchmark)",
+    )
     p.add_argument(
         "--in-process",
         action="store_true",
@@ -225,6 +231,7 @@ class Bench:
         self.results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
         self.skipped: list[str] = []
         self.implicit_gpu = bool(machine.get("implicit_gpu"))
+        self.earlier = _earlier_results(self.out / "results.json") if args.resume else {}
 
     def dataset(self, name: str) -> dict[str, Any]:
         if name not in self.meta:
@@ -278,6 +285,11 @@ class Bench:
                 f"[{mode} {j}/{len(specs)}] {spec.dataset['name']} {spec.model} "
                 f"f={spec.factors} it={spec.iterations} {spec.device} ..."
             )
+            earlier = self.earlier.get((mode, _spec_key(spec)))
+            if earlier is not None:
+                _log(f"  kept from the earlier results.json: {_summary(earlier)}")
+                self.results[mode].append({**earlier, "kept_from_earlier_run": True})
+                continue
             t = time.perf_counter()
             if self.args.in_process:
                 result = run_in_process(spec)
@@ -303,6 +315,26 @@ class Bench:
         tmp = self.out / "results.json.tmp"
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         tmp.replace(self.out / "results.json")
+
+
+def _spec_key(spec: RunSpec | Mapping[str, Any]) -> str:
+    """A run's settings as text, its dataset named by the prepared files (not by timings)."""
+    d = dict(asdict(spec) if isinstance(spec, RunSpec) else spec)
+    d["dataset"] = [d["dataset"]["train"], d["dataset"]["test"]]
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _earlier_results(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The successful runs of an earlier results.json, by (mode, settings)."""
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {
+        (mode, _spec_key(r["spec"])): r
+        for mode in MODES
+        for r in doc.get(mode, [])
+        if not r.get("error") and "spec" in r
+    }
 
 
 def _log(msg: str) -> None:
@@ -365,6 +397,13 @@ def report(bench: Bench) -> str:
     ]
     for why in bench.skipped:
         lines.append(f"\nSkipped: {why}.")
+    kept = sum(r.get("kept_from_earlier_run", False) for rs in bench.results.values() for r in rs)
+    if kept:
+        lines.append(
+            f"\n{kept} of the runs below were kept from an earlier invocation into the same "
+            "folder (`--resume`): same settings, measured then (their `results.json` entries say "
+            "`kept_from_earlier_run`)."
+        )
     if bench.results["table"]:
         lines += ["", "## Speed and quality", "", comparison_table(bench.results["table"])]
     if bench.results["ttq"]:

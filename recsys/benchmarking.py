@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from recsys.memory import current_rss_mb, peak_rss_mb
 
 __all__ = [
     "MODELS",
@@ -303,22 +304,6 @@ class RunSpec:
         return MODELS[self.model][0]
 
 
-def _rss_mb() -> float:
-    """Current resident set size of this process in MiB (Linux /proc; NaN elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far in MiB (ru_maxrss is KiB on Linux)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def evaluate_embeddings(
     user_vectors: np.ndarray,
     item_vectors: np.ndarray,
@@ -501,7 +486,7 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
     eval_total = 0.0
     reported: list[float] = []  # implicit's own per-epoch timer
     synced: list[float] = []  # implicit on CUDA: synchronised epoch times, evaluations excluded
-    rss_before = _rss_mb()
+    rss_before = current_rss_mb()
     t0 = time.perf_counter()
     resumed = t0  # when training last resumed (after fit started or an evaluation ended)
 
@@ -565,7 +550,7 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
         "rss_before_fit_mb": rss_before,
         # the peak up to the end of fit (data, libraries and training; with a target also the
         # per-epoch evaluations); the final evaluation's own peak is in peak_rss_total_mb
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20
         if on_cuda and library == "ours"
         else None,
@@ -587,7 +572,7 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
         e0 = time.perf_counter()
         result.update(score())
         result["eval_seconds"] = time.perf_counter() - e0
-    result["peak_rss_total_mb"] = _peak_rss_mb()
+    result["peak_rss_total_mb"] = peak_rss_mb()
     return result
 
 

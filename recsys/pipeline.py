@@ -591,7 +591,8 @@ def _join_ranks(conf: TrainConfig) -> Any | None:
 
 def _distributed_report(comm: Any, matrix: sp.csr_matrix, timeout_s: float) -> dict[str, Any]:
     """How the fit was sharded and each rank's peak memory (a collective: every rank calls it)."""
-    from recsys.als.distributed import peak_rss_mb, shard_plan
+    from recsys.als.distributed import shard_plan
+    from recsys.memory import peak_rss_mb
 
     users, items = shard_plan(matrix, comm.world_size)
     user_nnz = [int(matrix.indptr[hi] - matrix.indptr[lo]) for lo, hi in users.ranges()]

@@ -390,9 +390,9 @@ def report(bench: Bench) -> str:
         "",
         "s/epoch: median per-epoch solve time (ours: `model.history`, which excludes our exact "
         "loss; implicit: its fit callback's per-epoch time). fit s: wall clock of `fit` (ours "
-        "includes computing the exact loss every epoch). Peak RSS: `ru_maxrss` of the run's "
-        "process at the end of fit (Python, torch and the data included; the final evaluation "
-        f"is not). Ratios: ours / {REFERENCE_MODEL} at the "
+        "includes computing the exact loss every epoch). Peak RSS: the high-water mark (VmHWM) "
+        "of the run's process at the end of fit (Python, torch and the data included; the final "
+        f"evaluation is not). Ratios: ours / {REFERENCE_MODEL} at the "
         "same dataset, device, factors and iterations, measured in this run.",
     ]
     for why in bench.skipped:

@@ -32,15 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _status_mib(key: str) -> float:
-    """A /proc/self/status memory figure (VmRSS, VmHWM) in MiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{key} not in /proc/self/status (this benchmark needs Linux)")
-
-
 def _prepare(preset: str, seed: int, path: Path) -> dict[str, Any]:
     """Write the preset's interaction matrix as a plain .npz (loaded without pickle)."""
     from recsys.data import synthetic_preset
@@ -61,12 +52,13 @@ def worker(args: argparse.Namespace) -> None:
 
     from recsys.als import ALS
     from recsys.als import distributed as rd
+    from recsys.memory import current_rss_mb, peak_rss_mb
 
     torch.set_num_threads(args.threads_per_rank)
     comm = rd.init_process_group(timeout_s=args.timeout) if args.distributed else None
     rank = 0 if comm is None else comm.rank
     matrix = _load(args.data)
-    rss_data = _status_mib("VmRSS")
+    rss_data = current_rss_mb()
     model = ALS(
         n_factors=args.factors, regularization=0.01, alpha=10.0, iterations=args.epochs,
         weighting="hkv", use_bias=False, device="cpu", seed=0, calculate_loss=True,
@@ -79,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
         "fit_seconds": time.perf_counter() - start,
         "loss": [h["loss"] for h in model.history],
         "rss_after_data_mib": rss_data,
-        "peak_rss_mib": _status_mib("VmHWM"),
+        "peak_rss_mib": peak_rss_mb(),
         "user_interactions": int(matrix.nnz),
         "item_interactions": int(matrix.nnz),
     }

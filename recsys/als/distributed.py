@@ -51,8 +51,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,7 +74,6 @@ __all__ = [
     "init_process_group",
     "launched_with_torchrun",
     "local_device",
-    "peak_rss_mb",
     "shard_plan",
     "shutdown",
     "train_sharded",
@@ -211,19 +208,6 @@ def shutdown() -> None:
     """Leave the default process group (call once a job's last collective is done)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (VmHWM on Linux)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (2**20 if sys.platform == "darwin" else 1024.0)
 
 
 def _first_line(err: BaseException) -> str:

@@ -337,6 +337,43 @@ def test_memory_budget_splits_buckets_without_changing_the_result():
     assert torch.allclose(big.item_factors, tiny.item_factors, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_cpu_chunk_workers_give_the_serial_result_and_leave_torch_threads_alone(
+    solver, monkeypatch
+):
+    """With T torch threads the chunks go to T single-threaded workers: same factors as one
+    chunk at a time, the caller's thread count untouched."""
+    import threading
+
+    from recsys.als.solvers.base import Solver
+
+    matrix = sp.csr_matrix(random_matrix(n_users=120, n_items=90, seed=13))
+    kwargs = dict(n_factors=8, iterations=2, solver=solver, memory_budget_mb=0.002, seed=1)
+    chunk_threads: set[str] = set()
+    real = SOLVERS.get(solver).solve_chunk
+
+    def recording(self, *args):
+        chunk_threads.add(threading.current_thread().name)
+        return real(self, *args)
+
+    monkeypatch.setattr(SOLVERS.get(solver), "solve_chunk", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        parallel = ALS(**kwargs).fit(matrix)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert len(chunk_threads) > 1 and all(n.startswith("als-solve") for n in chunk_threads)
+    monkeypatch.setattr(Solver, "_workers", lambda self, problem: 1)
+    chunk_threads.clear()
+    serial = ALS(**kwargs).fit(matrix)
+    assert chunk_threads == {threading.main_thread().name}
+    for side in ("user_factors", "item_factors"):
+        a, b = getattr(parallel, side), getattr(serial, side)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), side
+
+
 def test_buckets_cover_every_nonempty_row_once():
     matrix = sp.random(200, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
     buckets, empty = build_buckets(matrix, torch.device("cpu"), torch.float32)

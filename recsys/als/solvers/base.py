@@ -22,6 +22,9 @@ N(A_u^-1 b_u, sigma^2 A_u^-1) instead of the solution A_u^-1 b_u, A_u being the 
 from __future__ import annotations
 
 import abc
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -111,20 +114,69 @@ class Solver(abc.ABC):
 
     @property
     def workspace(self) -> Workspace:
-        """Scratch buffers reused across chunks and epochs (created on first use)."""
-        if "_workspace" not in self.__dict__:
-            self.__dict__["_workspace"] = Workspace()
-        return self.__dict__["_workspace"]
+        """Scratch buffers reused across chunks and epochs, one set per thread (created on first
+        use: the chunk workers of `solve` each fill their own)."""
+        local = self.__dict__.setdefault("_workspaces", threading.local())
+        if not hasattr(local, "workspace"):
+            local.workspace = Workspace()
+        return local.workspace
 
     def solve(self, problem: HalfProblem, current: torch.Tensor) -> torch.Tensor:
-        """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start)."""
+        """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start).
+
+        On the CPU with T > 1 torch threads the chunks are solved by T worker threads, each
+        running torch single-threaded, instead of one chunk at a time with T-thread operations:
+        the per-chunk operations (batched factorisations and solves of small matrices, gathers)
+        gain little from intra-op threads, while independent chunks run in parallel (torch
+        releases the GIL). Each worker has its own scratch buffers, and chunks are sized so that
+        all workers together stay within the memory budget. Rows are independent, so the result
+        does not depend on the split; draws from a random generator (posterior sampling) are
+        made by one thread to keep their order.
+        """
         state = self.prepare(problem)
         out = torch.zeros_like(current)
-        for bucket in problem.buckets:
-            max_rows = problem.memory_budget_bytes // max(1, self.bytes_per_row(problem, bucket))
-            for chunk in bucket.chunks(max_rows):
-                out[chunk.rows] = self.solve_chunk(problem, state, chunk, current[chunk.rows])
+        workers = self._workers(problem)
+        chunks = [
+            chunk
+            for bucket in problem.buckets
+            for chunk in bucket.chunks(self._chunk_rows(problem, bucket, workers))
+        ]
+
+        def solve_chunk(chunk: Bucket) -> None:
+            out[chunk.rows] = self.solve_chunk(problem, state, chunk, current[chunk.rows])
+
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                solve_chunk(chunk)
+        else:
+            for _ in self._pool(workers).map(solve_chunk, chunks):
+                pass
         return self.finish(problem, state, out)
+
+    def _workers(self, problem: HalfProblem) -> int:
+        if problem.fixed.device.type != "cpu" or problem.noise_scale > 0:
+            return 1
+        return max(1, torch.get_num_threads())
+
+    def _chunk_rows(self, problem: HalfProblem, bucket: Bucket, workers: int) -> int:
+        """Rows per chunk: the memory budget shared by the workers, and at least `workers`
+        chunks per bucket so that every worker gets some of a large bucket."""
+        budget = problem.memory_budget_bytes // workers
+        by_memory = budget // max(1, self.bytes_per_row(problem, bucket))
+        return max(1, min(by_memory, math.ceil(len(bucket) / workers)))
+
+    def _pool(self, workers: int) -> ThreadPoolExecutor:
+        """The solver's chunk workers (kept across calls), each with single-threaded torch."""
+        pool = self.__dict__.get("_chunk_pool")
+        if pool is None or pool._max_workers != workers:
+            if pool is not None:
+                pool.shutdown(wait=True)
+            pool = ThreadPoolExecutor(
+                workers, thread_name_prefix="als-solve", initializer=torch.set_num_threads,
+                initargs=(1,),
+            )  # fmt: skip
+            self.__dict__["_chunk_pool"] = pool
+        return pool
 
     def prepare(self, problem: HalfProblem) -> object:
         """Per-half-epoch work shared by all chunks (e.g. a factorisation of the Gram matrix)."""

@@ -167,15 +167,15 @@ class Solver(abc.ABC):
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """The solver's chunk workers (kept across calls), each with single-threaded torch."""
-        pool = self.__dict__.get("_chunk_pool")
-        if pool is None or pool._max_workers != workers:
+        size, pool = self.__dict__.get("_chunk_pool", (0, None))
+        if pool is None or size != workers:
             if pool is not None:
                 pool.shutdown(wait=True)
             pool = ThreadPoolExecutor(
                 workers, thread_name_prefix="als-solve", initializer=torch.set_num_threads,
                 initargs=(1,),
             )  # fmt: skip
-            self.__dict__["_chunk_pool"] = pool
+            self.__dict__["_chunk_pool"] = (workers, pool)
         return pool
 
     def prepare(self, problem: HalfProblem) -> object:

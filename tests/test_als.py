@@ -376,15 +376,24 @@ def test_cpu_chunk_workers_give_the_serial_result_and_leave_torch_threads_alone(
 
 def test_buckets_cover_every_nonempty_row_once():
     matrix = sp.random(200, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
-    buckets, empty = build_buckets(matrix, torch.device("cpu"), torch.float32)
+    buckets, empty = build_buckets(
+        matrix, WEIGHTINGS.build("hkv", alpha=2.0), torch.device("cpu"), torch.float32
+    )
     rows = torch.cat([b.rows for b in buckets]).numpy()
     degrees = np.diff(matrix.indptr)
     assert sorted(rows.tolist()) == np.flatnonzero(degrees > 0).tolist()
     assert sorted(empty.tolist()) == np.flatnonzero(degrees == 0).tolist()
     for b in buckets:
-        assert b.mask.sum().item() == degrees[b.rows.numpy()].sum()
-        for row, cols, mask in zip(b.rows.numpy(), b.cols.numpy(), b.mask.numpy(), strict=True):
-            assert cols[mask].tolist() == matrix[row].indices.tolist()
+        mask = b.cols.numpy() != matrix.shape[1]
+        assert mask.sum() == degrees[b.rows.numpy()].sum()
+        for row, cols, weight, target, observed in zip(
+            b.rows.numpy(), b.cols.numpy(), b.weight.numpy(), b.target.numpy(), mask, strict=True
+        ):
+            assert cols[observed].tolist() == matrix[row].indices.tolist()
+            values = matrix[row].data  # hkv: d = alpha * r, g = 1 + alpha * r, 0 in padding
+            np.testing.assert_allclose(weight[observed], 2.0 * values, rtol=1e-6)
+            np.testing.assert_allclose(target[observed], 1.0 + 2.0 * values, rtol=1e-6)
+            assert not weight[~observed].any() and not target[~observed].any()
         assert b.width <= max(8, int(np.ceil(degrees[b.rows.numpy()].min() * 1.2)) + 1)
 
 
@@ -612,3 +621,18 @@ def test_sample_posterior_rejects_bad_arguments():
     cg = ALS(n_factors=3, regularization=0.1, weighting="explicit", solver="cg", iterations=1)
     with pytest.raises(ValueError, match="solver='cholesky'"):
         cg.fit(train).sample_posterior(train)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_solver_scratch_buffers_live_only_during_a_fit_or_fold_in(solver):
+    """The workspaces (gathered rows, systems, the rotated fixed side) are reused across
+    half-epochs but dropped when the fit or fold-in ends, so a fitted model holds only its
+    factors."""
+    matrix = sp.csr_matrix(random_matrix(n_users=40, n_items=30, seed=3))
+    seen: list[bool] = []
+    model = ALS(n_factors=4, iterations=2, solver=solver, seed=0)
+    model.fit(matrix, callback=lambda *args: seen.append("_workspaces" in model.solver.__dict__))
+    assert seen == [True, True]
+    assert "_workspaces" not in model.solver.__dict__
+    model.fold_in(matrix[:5])
+    assert "_workspaces" not in model.solver.__dict__

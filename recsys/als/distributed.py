@@ -554,6 +554,7 @@ def train_sharded(
         if comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0:
             break
     del users, items, observed  # the interaction structures go before the full tables come
+    model.solver.release()
     _publish(
         model, x.gather(comm, user_part, "user"), all_items or y.gather(comm, item_part, "item")
     )

@@ -255,6 +255,20 @@ class ALS:
         users = self._structure(matrix)
         items = self._structure(matrix.T.tocsr())
         observed = Observed.from_csr(matrix, self.device, self.dtype)
+        try:
+            self._train_epochs(users, items, observed, callback)
+        finally:
+            self.solver.release()  # the solver's scratch buffers live for one fit
+        return self
+
+    def _train_epochs(
+        self,
+        users: dict[str, Any],
+        items: dict[str, Any],
+        observed: Observed,
+        callback: Callback | None,
+    ) -> None:
+        """Alternate the half-epochs until `iterations` or until the callback says stop."""
         for epoch in range(len(self.history), self.params["iterations"]):
             start = time.perf_counter()
             try:
@@ -274,7 +288,6 @@ class ALS:
             self.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
             if callback is not None and callback(epoch + 1, loss["loss"], seconds, self):
                 break
-        return self
 
     def sample_posterior(
         self,
@@ -370,6 +383,7 @@ class ALS:
                 "epoch": len(self.history) + 1, "phase": "posterior", **loss,
                 "noise_precision": tau, "seconds": time.perf_counter() - start,
             })  # fmt: skip
+        self.solver.release()
         scale = 1.0 / math.sqrt(samples)
         self.user_factors = torch.cat([d[0] for d in draws], dim=1) * scale
         self.item_factors = torch.cat([d[1] for d in draws], dim=1) * scale
@@ -423,7 +437,7 @@ class ALS:
 
     def _structure(self, matrix: sp.csr_matrix) -> dict[str, Any]:
         """Buckets, empty rows and per-row regularization of one side (fixed during a fit)."""
-        buckets, empty = build_buckets(matrix, self.device, self.dtype)
+        buckets, empty = build_buckets(matrix, self.weighting, self.device, self.dtype)
         counts = torch.from_numpy(np.diff(matrix.indptr).astype(np.float64))
         n_cols = matrix.shape[1]
         scale = (counts + self.weighting.all_pairs_weight * n_cols) ** self.reg_exponent
@@ -662,9 +676,12 @@ class ALS:
             else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
-        return self._solve_side(
-            self._structure(rows), self.item_factors, self.item_bias, current, current_bias
-        )
+        try:
+            return self._solve_side(
+                self._structure(rows), self.item_factors, self.item_bias, current, current_bias
+            )
+        finally:
+            self.solver.release()
 
     def fold_in(self, user_items: Any) -> np.ndarray:
         """Query embeddings (as `user_embeddings`) for new or changed users given their rows."""
@@ -692,9 +709,12 @@ class ALS:
         self.weighting.check_values(torch.from_numpy(cols.data))
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
-        factors, bias = self._solve_side(
-            self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
-        )
+        try:
+            factors, bias = self._solve_side(
+                self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
+            )
+        finally:
+            self.solver.release()
         self.item_factors, self.item_bias = self._scatter(
             self.item_factors, self.item_bias, item_ids, factors, bias
         )

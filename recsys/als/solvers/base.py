@@ -22,10 +22,12 @@ N(A_u^-1 b_u, sigma^2 A_u^-1) instead of the solution A_u^-1 b_u, A_u being the 
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -53,8 +55,6 @@ class HalfProblem:
     def __post_init__(self) -> None:
         if self.gram is None:
             self.gram = self.fixed.T @ self.fixed
-        # one zero row at index n_fixed, where the buckets' padding points
-        self.fixed_padded = torch.cat([self.fixed, self.fixed.new_zeros(1, self.rank)])
         if self.offsets is None:
             self.offset_rhs = torch.zeros_like(self.fixed[0])
             self.offsets_padded = None
@@ -71,14 +71,18 @@ class HalfProblem:
     def rank(self) -> int:
         return self.fixed.shape[1]
 
+    @functools.cached_property
+    def fixed_padded(self) -> torch.Tensor:
+        """F with one zero row appended at index n_fixed, where the buckets' padding points
+        (built on first use: solvers that gather from another table never pay for the copy)."""
+        return torch.cat([self.fixed, self.fixed.new_zeros(1, self.rank)])
+
     def entry_terms(self, chunk: Bucket) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-entry quadratic weights d and right-hand side weights h, zero in padding."""
-        d = self.weighting.observed_weight(chunk.values)
-        h = self.weighting.observed_target(chunk.values)
-        if self.offsets is not None:
-            h = h - d * self.offsets_padded[chunk.cols]
-        zero = torch.zeros((), dtype=d.dtype, device=d.device)
-        return torch.where(chunk.mask, d, zero), torch.where(chunk.mask, h, zero)
+        """Per-entry quadratic weights d and right-hand side weights h = g - d * o, zero in
+        padding (where d = g = 0 and the padded offset is 0)."""
+        if self.offsets is None:
+            return chunk.weight, chunk.target
+        return chunk.weight, chunk.target - chunk.weight * self.offsets_padded[chunk.cols]
 
 
 class Workspace:
@@ -109,8 +113,17 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
+#: working memory of one CPU chunk. Chunks of 4-1024 MiB ran Gowalla epochs equally fast (1-2 MiB
+#: chunks, small enough for the core's cache, were slower: per-operation overhead), so this only
+#: keeps the scratch memory of each worker small when the memory budget is large
+CPU_CHUNK_BYTES = 32 << 20
+
+
 class Solver(abc.ABC):
     """Updates every row of a `HalfProblem`; subclasses solve one padded chunk at a time."""
+
+    #: whether `solve_chunk` starts from the rows' previous vectors (else it gets None)
+    warm_start: ClassVar[bool] = True
 
     @property
     def workspace(self) -> Workspace:
@@ -120,6 +133,10 @@ class Solver(abc.ABC):
         if not hasattr(local, "workspace"):
             local.workspace = Workspace()
         return local.workspace
+
+    def release(self) -> None:
+        """Drop the scratch buffers of every thread (call when a fit or a fold-in is done)."""
+        self.__dict__.pop("_workspaces", None)
 
     def solve(self, problem: HalfProblem, current: torch.Tensor) -> torch.Tensor:
         """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start).
@@ -134,7 +151,9 @@ class Solver(abc.ABC):
         made by one thread to keep their order.
         """
         state = self.prepare(problem)
-        out = torch.zeros_like(current)
+        # rows outside the buckets (empty rows) stay 0; the buffer is kept across half-epochs
+        # because first-touching fresh memory costs more than the arithmetic on it
+        out = self.workspace.take("solution", current.shape, current).zero_()
         workers = self._workers(problem)
         chunks = [
             chunk
@@ -143,7 +162,8 @@ class Solver(abc.ABC):
         ]
 
         def solve_chunk(chunk: Bucket) -> None:
-            out[chunk.rows] = self.solve_chunk(problem, state, chunk, current[chunk.rows])
+            previous = current[chunk.rows] if self.warm_start else None
+            out[chunk.rows] = self.solve_chunk(problem, state, chunk, previous)
 
         if workers == 1 or len(chunks) == 1:
             for chunk in chunks:
@@ -159,9 +179,12 @@ class Solver(abc.ABC):
         return max(1, torch.get_num_threads())
 
     def _chunk_rows(self, problem: HalfProblem, bucket: Bucket, workers: int) -> int:
-        """Rows per chunk: the memory budget shared by the workers, and at least `workers`
-        chunks per bucket so that every worker gets some of a large bucket."""
+        """Rows per chunk: the memory budget shared by the workers (on the CPU at most
+        `CPU_CHUNK_BYTES` per chunk), and at least `workers` chunks per bucket so that every
+        worker gets some of a large bucket."""
         budget = problem.memory_budget_bytes // workers
+        if problem.fixed.device.type == "cpu":
+            budget = min(budget, CPU_CHUNK_BYTES)
         by_memory = budget // max(1, self.bytes_per_row(problem, bucket))
         return max(1, min(by_memory, math.ceil(len(bucket) / workers)))
 
@@ -183,8 +206,10 @@ class Solver(abc.ABC):
         return None
 
     def finish(self, problem: HalfProblem, state: object, out: torch.Tensor) -> torch.Tensor:
-        """Map the solved chunks back to the output basis (identity by default)."""
-        return out
+        """The new vectors from the solved chunks `out` (a scratch buffer the solver reuses, so
+        the result must not be a view of it): by default a copy; solvers working in another
+        basis map back to the original one."""
+        return out.clone()
 
     @abc.abstractmethod
     def bytes_per_row(self, problem: HalfProblem, bucket: Bucket) -> int:
@@ -192,6 +217,8 @@ class Solver(abc.ABC):
 
     @abc.abstractmethod
     def solve_chunk(
-        self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor
+        self, problem: HalfProblem, state: object, chunk: Bucket, current: torch.Tensor | None
     ) -> torch.Tensor:
-        """New vectors (B, k) for the rows of one chunk."""
+        """New vectors (B, k) for the rows of one chunk (`current`: their previous vectors when
+        the solver warm-starts, else None). The result may live in the thread's workspace: it
+        is copied out before the thread's next chunk."""

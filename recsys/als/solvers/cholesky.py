@@ -40,19 +40,33 @@ class _Eigenbasis:
     rotated_offset_rhs: torch.Tensor  # (k,) Q^T a F^T o
 
 
-def _cholesky_solve(
-    matrices: torch.Tensor, rhs: torch.Tensor, factor: torch.Tensor
-) -> torch.Tensor:
-    """Solve a batch of SPD systems, factorising into the scratch tensor `factor`; raise a clear
-    error when one is not positive definite."""
+def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor) -> None:
+    """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous) is overwritten by
+    its Cholesky factor and `rhs` (B, n, 1) by the solution (`scratch`, like `rhs`, holds the
+    half-way result). Raise a clear error when a matrix is not positive definite.
+
+    LAPACK works on column-major matrices; a symmetric matrix is its own transpose, so the
+    column-major view `matrices.mT` is factorised in place, without the column-major copy that
+    torch makes of a row-major input (a fresh batch of matrices per call). Two triangular solves
+    follow, instead of `torch.cholesky_solve`, which copies the factor too.
+    """
+    factor = matrices.mT  # column-major; lower factor L after the call
     info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
-    torch.linalg.cholesky_ex(matrices, out=(factor, info))
-    if bool((info > 0).any()):
+    torch.linalg.cholesky_ex(factor, out=(factor, info))
+    if bool(info.any()):
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "
             "increase regularization or use dtype='float64'"
         )
-    return torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+    torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
+    torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
+
+
+def _smallest_shared_diagonal(problem: HalfProblem, basis: _Eigenbasis) -> float:
+    """min over the rows to solve of m_u = L + lambda_u, which must be positive (M^-1/2 is used);
+    one device sync per half-epoch."""
+    smallest_reg = torch.stack([problem.row_reg[b.rows].min() for b in problem.buckets]).min()
+    return float(basis.eigenvalues.min() + smallest_reg)
 
 
 def _rhs_noise(w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -71,24 +85,37 @@ def _rhs_noise(w: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 class CholeskySolver(Solver):
     """Exact least squares per row (Woodbury for short rows, direct Cholesky for long ones)."""
 
+    warm_start = False
+
     def prepare(self, problem: HalfProblem) -> _Eigenbasis:
         fixed = problem.fixed
         k = problem.rank
         if not self._rotates(problem):  # no shared term: keep the identity basis
             eye = torch.eye(k, dtype=fixed.dtype, device=fixed.device)
             zeros = torch.zeros(k, dtype=fixed.dtype, device=fixed.device)
-            return _Eigenbasis(zeros, eye, problem.fixed_padded, problem.offset_rhs)
-        evals, evecs = torch.linalg.eigh(problem.shared.double())
-        rotation = evecs.to(fixed.dtype)
-        return _Eigenbasis(
-            eigenvalues=evals.clamp_min(0.0).to(fixed.dtype),
-            rotation=rotation,
-            rotated_fixed=problem.fixed_padded @ rotation,
-            rotated_offset_rhs=problem.offset_rhs @ rotation,
-        )
+            basis = _Eigenbasis(zeros, eye, problem.fixed_padded, problem.offset_rhs)
+        else:
+            evals, evecs = torch.linalg.eigh(problem.shared.double())
+            rotation = evecs.to(fixed.dtype)
+            # F Q and the zero padding row, in a buffer kept across half-epochs
+            rotated = self.workspace.take("rotated", (fixed.shape[0] + 1, k), fixed)
+            torch.mm(fixed, rotation, out=rotated[:-1])
+            rotated[-1] = 0
+            basis = _Eigenbasis(
+                eigenvalues=evals.clamp_min(0.0).to(fixed.dtype),
+                rotation=rotation,
+                rotated_fixed=rotated,
+                rotated_offset_rhs=problem.offset_rhs @ rotation,
+            )
+        if problem.buckets and not _smallest_shared_diagonal(problem, basis) > 0:
+            raise FloatingPointError(
+                "a per-row system is singular (regularization 0 and no all-pairs weight); "
+                "set regularization > 0"
+            )
+        return basis
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
-        return out @ state.rotation.T if self._rotates(problem) else out
+        return out @ state.rotation.T if self._rotates(problem) else out.clone()
 
     @staticmethod
     def _rotates(problem: HalfProblem) -> bool:
@@ -104,43 +131,42 @@ class CholeskySolver(Solver):
         n, k = bucket.width, problem.rank
         size = problem.fixed.element_size()
         inner = n * n if self.use_woodbury(n, k) else k * k
-        return size * (2 * n * k + 2 * inner + 6 * k + 6 * n)
+        return size * (n * k + inner + 4 * k + 6 * n)
 
     def solve_chunk(
-        self, problem: HalfProblem, state: _Eigenbasis, chunk: Bucket, current: torch.Tensor
+        self, problem: HalfProblem, state: _Eigenbasis, chunk: Bucket, current: torch.Tensor | None
     ) -> torch.Tensor:
-        d, h = problem.entry_terms(chunk)
-        m = state.eigenvalues + problem.row_reg[chunk.rows, None]  # (B, k) shared diagonal
-        if not bool((m > 0).all()):
-            raise FloatingPointError(
-                "a per-row system is singular (regularization 0 and no all-pairs weight); "
-                "set regularization > 0"
-            )
-        m_isqrt = m.rsqrt()
         ws = self.workspace
+        like = state.rotated_fixed
         b, n, k = len(chunk), chunk.width, problem.rank
+        # M^-1/2 of every row's shared diagonal m_u = L + lambda_u (B, k)
+        m_isqrt = torch.add(
+            state.eigenvalues, problem.row_reg[chunk.rows, None], out=ws.take("m", (b, k), like)
+        ).rsqrt_()
         # (B, n, k) gathered rows Zq, zero in padding
-        w = chunk.gather(state.rotated_fixed, out=ws.take("gather", (b, n, k), m))
+        w = chunk.gather(state.rotated_fixed, out=ws.take("gather", (b, n, k), like))
+        d, h = problem.entry_terms(chunk)
         if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
             u = h
         else:
             sqrt_d = d.sqrt()
             w.mul_(sqrt_d.unsqueeze(-1))
-            # padding and zero-weight entries have d = h = 0
-            u = torch.where(d > 0, h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
+            u = h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny)  # padding: 0 / tiny = 0
         w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
-        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0
-        c = torch.bmm(u.unsqueeze(1), w).squeeze(1) - m_isqrt * state.rotated_offset_rhs
+        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0, kept as (B, 1, k)
+        c = torch.bmm(u.unsqueeze(1), w, out=ws.take("rhs", (b, 1, k), like))
+        if problem.offsets is not None or problem.prior_precision is not None:
+            c.sub_((m_isqrt * state.rotated_offset_rhs).unsqueeze(1))
         if problem.noise_scale > 0:
-            c += problem.noise_scale * _rhs_noise(w, problem.generator)
-        if self.use_woodbury(chunk.width, problem.rank):
-            s = torch.bmm(w, w.transpose(1, 2), out=ws.take("system", (b, n, n), m))
+            c.add_(_rhs_noise(w, problem.generator).unsqueeze(1), alpha=problem.noise_scale)
+        if self.use_woodbury(n, k):
+            s = torch.bmm(w, w.mT, out=ws.take("system", (b, n, n), like))
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            factor = ws.take("factor", (b, n, n), m)
-            y = _cholesky_solve(s, torch.bmm(w, c.unsqueeze(-1)).squeeze(-1), factor)
-            solution = c - torch.bmm(y.unsqueeze(1), w).squeeze(1)
+            y = torch.bmm(w, c.mT, out=ws.take("inner", (b, n, 1), like))
+            _cholesky_solve(s, y, ws.take("half", (b, n, 1), like))
+            c.baddbmm_(y.mT, w, alpha=-1.0)  # c - W^T (I + W W^T)^-1 W c
         else:
-            a_mat = torch.bmm(w.transpose(1, 2), w, out=ws.take("system", (b, k, k), m))
-            a_mat.diagonal(dim1=1, dim2=2).add_(1.0)
-            solution = _cholesky_solve(a_mat, c, ws.take("factor", (b, k, k), m))
-        return m_isqrt * solution
+            s = torch.bmm(w.mT, w, out=ws.take("system", (b, k, k), like))
+            s.diagonal(dim1=1, dim2=2).add_(1.0)
+            _cholesky_solve(s, c.mT, ws.take("half", (b, k, 1), like))
+        return c.squeeze(1).mul_(m_isqrt)

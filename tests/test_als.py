@@ -384,6 +384,7 @@ def test_buckets_cover_every_nonempty_row_once():
     assert sorted(rows.tolist()) == np.flatnonzero(degrees > 0).tolist()
     assert sorted(empty.tolist()) == np.flatnonzero(degrees == 0).tolist()
     for b in buckets:
+        assert b.cols.dtype == torch.int32  # half the memory of int64 indices
         mask = b.cols.numpy() != matrix.shape[1]
         assert mask.sum() == degrees[b.rows.numpy()].sum()
         for row, cols, weight, target, observed in zip(

@@ -35,7 +35,7 @@ class Bucket:
     """
 
     rows: torch.Tensor  # (B,) int64 row indices
-    cols: torch.Tensor  # (B, n) int64 column indices, n_cols in padding
+    cols: torch.Tensor  # (B, n) column indices (int32 when they fit), n_cols in padding
     weight: torch.Tensor  # (B, n) observed weight d of each entry, 0 in padding
     target: torch.Tensor  # (B, n) observed target g of each entry, 0 in padding
 
@@ -87,6 +87,8 @@ def build_buckets(
     degrees = np.diff(indptr)
     empty = np.flatnonzero(degrees == 0)
     buckets: list[Bucket] = []
+    # int32 column indices halve the largest array of the structure; gathers take either
+    index_dtype = np.int32 if matrix.shape[1] < np.iinfo(np.int32).max else np.int64
     if matrix.nnz:
         edges = _bucket_edges(int(degrees.max()))
         which = np.searchsorted(edges, degrees)  # bucket of each row; empty rows land in 0
@@ -105,7 +107,7 @@ def build_buckets(
             buckets.append(
                 Bucket(
                     rows=torch.from_numpy(rows).to(device),
-                    cols=torch.from_numpy(cols.astype(np.int64)).to(device),
+                    cols=torch.from_numpy(cols.astype(index_dtype)).to(device),
                     weight=torch.where(observed, weighting.observed_weight(values), zero),
                     target=torch.where(observed, weighting.observed_target(values), zero),
                 )

@@ -89,6 +89,7 @@ def build_buckets(
     buckets: list[Bucket] = []
     # int32 column indices halve the largest array of the structure; gathers take either
     index_dtype = np.int32 if matrix.shape[1] < np.iinfo(np.int32).max else np.int64
+    zero = torch.zeros((), device=device, dtype=dtype)
     if matrix.nnz:
         edges = _bucket_edges(int(degrees.max()))
         which = np.searchsorted(edges, degrees)  # bucket of each row; empty rows land in 0
@@ -103,7 +104,6 @@ def build_buckets(
             cols = np.where(mask, matrix.indices[positions], matrix.shape[1])
             values = torch.from_numpy(matrix.data[positions]).to(device=device, dtype=dtype)
             observed = torch.from_numpy(mask).to(device)
-            zero = torch.zeros((), device=device, dtype=dtype)
             buckets.append(
                 Bucket(
                     rows=torch.from_numpy(rows).to(device),

@@ -255,10 +255,8 @@ class ALS:
         users = self._structure(matrix)
         items = self._structure(matrix.T.tocsr())
         observed = Observed.from_csr(matrix, self.device, self.dtype)
-        try:
+        with self.solver.scratch():
             self._train_epochs(users, items, observed, callback)
-        finally:
-            self.solver.release()  # the solver's scratch buffers live for one fit
         return self
 
     def _train_epochs(
@@ -357,33 +355,37 @@ class ALS:
         solve_users = {**users, "reg": torch.zeros_like(users["reg"])} if learned else users
         solve_items = {**items, "reg": torch.zeros_like(items["reg"])} if learned else items
         draws: list[tuple[torch.Tensor, ...]] = []
-        for sweep in range(burn_in + samples):
-            start = time.perf_counter()
-            loss = self._loss(observed, users["reg"], items["reg"])
-            error = loss["observed"] + loss["unobserved"]  # the weighted squared error
-            tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
-            sigma = 1.0 / math.sqrt(tau)
-            self.user_factors, self.user_bias = self._solve_side(
-                solve_users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
-                noise_scale=sigma, generator=generator,
-                prior=self._draw_prior(self.user_factors, self.user_bias, tau, gamma)
-                if learned else None,
-            )  # fmt: skip
-            self.item_factors, self.item_bias = self._solve_side(
-                solve_items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
-                noise_scale=sigma, generator=generator,
-                prior=self._draw_prior(self.item_factors, self.item_bias, tau, gamma)
-                if learned else None,
-            )  # fmt: skip
-            self._synchronize()
-            self._check_finite(len(self.history), loss["loss"])
-            if sweep >= burn_in:
-                draws.append((self.user_factors, self.item_factors, self.user_bias, self.item_bias))
-            self.history.append({
-                "epoch": len(self.history) + 1, "phase": "posterior", **loss,
-                "noise_precision": tau, "seconds": time.perf_counter() - start,
-            })  # fmt: skip
-        self.solver.release()
+        with self.solver.scratch():
+            for sweep in range(burn_in + samples):
+                start = time.perf_counter()
+                loss = self._loss(observed, users["reg"], items["reg"])
+                error = loss["observed"] + loss["unobserved"]  # the weighted squared error
+                tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
+                sigma = 1.0 / math.sqrt(tau)
+                self.user_factors, self.user_bias = self._solve_side(
+                    solve_users, self.item_factors, self.item_bias,
+                    self.user_factors, self.user_bias,
+                    noise_scale=sigma, generator=generator,
+                    prior=self._draw_prior(self.user_factors, self.user_bias, tau, gamma)
+                    if learned else None,
+                )  # fmt: skip
+                self.item_factors, self.item_bias = self._solve_side(
+                    solve_items, self.user_factors, self.user_bias,
+                    self.item_factors, self.item_bias,
+                    noise_scale=sigma, generator=generator,
+                    prior=self._draw_prior(self.item_factors, self.item_bias, tau, gamma)
+                    if learned else None,
+                )  # fmt: skip
+                self._synchronize()
+                self._check_finite(len(self.history), loss["loss"])
+                if sweep >= burn_in:
+                    draws.append(
+                        (self.user_factors, self.item_factors, self.user_bias, self.item_bias)
+                    )
+                self.history.append({
+                    "epoch": len(self.history) + 1, "phase": "posterior", **loss,
+                    "noise_precision": tau, "seconds": time.perf_counter() - start,
+                })  # fmt: skip
         scale = 1.0 / math.sqrt(samples)
         self.user_factors = torch.cat([d[0] for d in draws], dim=1) * scale
         self.item_factors = torch.cat([d[1] for d in draws], dim=1) * scale
@@ -676,12 +678,10 @@ class ALS:
             else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
-        try:
+        with self.solver.scratch():
             return self._solve_side(
                 self._structure(rows), self.item_factors, self.item_bias, current, current_bias
             )
-        finally:
-            self.solver.release()
 
     def fold_in(self, user_items: Any) -> np.ndarray:
         """Query embeddings (as `user_embeddings`) for new or changed users given their rows."""
@@ -709,12 +709,10 @@ class ALS:
         self.weighting.check_values(torch.from_numpy(cols.data))
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
-        try:
+        with self.solver.scratch():
             factors, bias = self._solve_side(
                 self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
             )
-        finally:
-            self.solver.release()
         self.item_factors, self.item_bias = self._scatter(
             self.item_factors, self.item_bias, item_ids, factors, bias
         )

@@ -22,9 +22,11 @@ N(A_u^-1 b_u, sigma^2 A_u^-1) instead of the solution A_u^-1 b_u, A_u being the 
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
@@ -137,6 +139,15 @@ class Solver(abc.ABC):
     def release(self) -> None:
         """Drop the scratch buffers of every thread (call when a fit or a fold-in is done)."""
         self.__dict__.pop("_workspaces", None)
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Scope of one fit or fold-in: the scratch buffers are reused inside it and released
+        when it ends, normally or by an error."""
+        try:
+            yield
+        finally:
+            self.release()
 
     def solve(self, problem: HalfProblem, current: torch.Tensor) -> torch.Tensor:
         """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start).

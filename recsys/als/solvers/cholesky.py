@@ -115,7 +115,9 @@ class CholeskySolver(Solver):
         return basis
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
-        return out @ state.rotation.T if self._rotates(problem) else out.clone()
+        if self._rotates(problem):
+            return out @ state.rotation.T
+        return super().finish(problem, state, out)
 
     @staticmethod
     def _rotates(problem: HalfProblem) -> bool:

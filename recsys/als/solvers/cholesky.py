@@ -11,14 +11,18 @@ place, W = D^(1/2) Zq M^(-1/2), turns each row's system into
 a well-conditioned matrix with unit shared part, solved by one of two exact paths:
 
 - direct (rows with many entries): I + W^T W, k x k, one bmm for the chunk, batched Cholesky.
-- Woodbury (rows with n < k entries, most rows in practice):
-  (I + W^T W)^-1 c = c - W^T (I + W W^T)^-1 W c, so each row needs only an n x n Cholesky.
+- Woodbury (rows with n < k entries, most rows in practice): with c = W^T u - r (u the scaled
+  entry targets, r = M^-1/2 r0 the shared right-hand side term) and S = W W^T,
+  (I + W^T W)^-1 c = W^T (I + S)^-1 (u + W r) - r, so each row needs only an n x n Cholesky
+  and one or two batched matrix-vector products (three for the textbook form
+  c - W^T (I + S)^-1 W c, and those dominate short rows).
 
 Both are exact; the result is rotated back with one GEMM per half-epoch.
 
-Posterior draws (perturb-and-MAP): adding sigma * (W^T e + z) to c, with e and z standard normal,
-gives the right-hand side covariance sigma^2 (I + W^T W), so the same solve returns
-x~ ~ N((I + W^T W)^-1 c, sigma^2 (I + W^T W)^-1), i.e. x ~ N(A^-1 b, sigma^2 A^-1) exactly.
+Posterior draws (perturb-and-MAP): replacing u by u + sigma e and r by r - sigma z, with e and z
+standard normal, adds sigma * (W^T e + z) to c: right-hand side covariance sigma^2 (I + W^T W), so
+the same solve returns x~ ~ N((I + W^T W)^-1 c, sigma^2 (I + W^T W)^-1), i.e.
+x ~ N(A^-1 b, sigma^2 A^-1) exactly.
 """
 
 from __future__ import annotations
@@ -67,17 +71,6 @@ def _smallest_shared_diagonal(problem: HalfProblem, basis: _Eigenbasis) -> float
     one device sync per half-epoch."""
     smallest_reg = torch.stack([problem.row_reg[b.rows].min() for b in problem.buckets]).min()
     return float(basis.eigenvalues.min() + smallest_reg)
-
-
-def _rhs_noise(w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """W^T e + z for standard normal e (B, n) and z (B, k): covariance I + W^T W per row.
-
-    Padding rows of W are zero, so their e contributes nothing.
-    """
-    b, n, k = w.shape
-    e = torch.randn(b, 1, n, generator=generator, device=w.device, dtype=w.dtype)
-    z = torch.randn(b, k, generator=generator, device=w.device, dtype=w.dtype)
-    return torch.bmm(e, w).squeeze(1) + z
 
 
 @SOLVERS.register("cholesky")
@@ -148,27 +141,50 @@ class CholeskySolver(Solver):
         # (B, n, k) gathered rows Zq, zero in padding
         w = chunk.gather(state.rotated_fixed, out=ws.take("gather", (b, n, k), like))
         d, h = problem.entry_terms(chunk)
+        # u: targets scaled like the rows of W (B, 1, n), in a buffer the solve may overwrite
+        u = ws.take("u", (b, 1, n), like)
         if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
-            u = h
+            u.copy_(h.unsqueeze(1))
         else:
             sqrt_d = d.sqrt()
             w.mul_(sqrt_d.unsqueeze(-1))
-            u = h / sqrt_d.clamp_min(torch.finfo(d.dtype).tiny)  # padding: 0 / tiny = 0
+            torch.div(h, sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), out=u.squeeze(1))
         w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
-        # c = M^-1/2 (Zq^T h - r0) = W^T (h / sqrt d) - M^-1/2 r0, kept as (B, 1, k)
-        c = torch.bmm(u.unsqueeze(1), w, out=ws.take("rhs", (b, 1, k), like))
+        # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
+        r = None
         if problem.offsets is not None or problem.prior_precision is not None:
-            c.sub_((m_isqrt * state.rotated_offset_rhs).unsqueeze(1))
+            r = (m_isqrt * state.rotated_offset_rhs).unsqueeze(1)
         if problem.noise_scale > 0:
-            c.add_(_rhs_noise(w, problem.generator).unsqueeze(1), alpha=problem.noise_scale)
+            u, r = self._perturb(problem, u, r)
         if self.use_woodbury(n, k):
             s = torch.bmm(w, w.mT, out=ws.take("system", (b, n, n), like))
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            y = torch.bmm(w, c.mT, out=ws.take("inner", (b, n, 1), like))
-            _cholesky_solve(s, y, ws.take("half", (b, n, 1), like))
-            c.baddbmm_(y.mT, w, alpha=-1.0)  # c - W^T (I + W W^T)^-1 W c
+            if r is not None:  # u + W r, as r^T W^T: the faster layout for bmm
+                u.baddbmm_(r, w.mT)
+            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like))
+            x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # W^T (I + S)^-1 (u + W r)
+            if r is not None:
+                x.sub_(r)
         else:
+            x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # c = W^T u - r
+            if r is not None:
+                x.sub_(r)
             s = torch.bmm(w.mT, w, out=ws.take("system", (b, k, k), like))
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            _cholesky_solve(s, c.mT, ws.take("half", (b, k, 1), like))
-        return c.squeeze(1).mul_(m_isqrt)
+            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like))
+        return x.squeeze(1).mul_(m_isqrt)
+
+    @staticmethod
+    def _perturb(
+        problem: HalfProblem, u: torch.Tensor, r: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """u + sigma e and r - sigma z for standard normal e (B, 1, n) and z (B, 1, k): the
+        right-hand side c = W^T u - r gains sigma (W^T e + z), of covariance
+        sigma^2 (I + W^T W). Padding rows of W are zero, so their e contributes nothing."""
+        sigma, generator = problem.noise_scale, problem.generator
+        e = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+        z = torch.randn(
+            (u.shape[0], 1, problem.rank), generator=generator, device=u.device, dtype=u.dtype
+        )
+        u = u.add_(e, alpha=sigma)
+        return u, (z.mul_(-sigma) if r is None else r.sub(z, alpha=sigma))

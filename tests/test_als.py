@@ -245,6 +245,26 @@ def test_resume_continues_to_the_same_factors(tmp_path):
     assert torch.equal(resumed.item_factors, full.item_factors)
 
 
+def test_fit_updates_the_factors_in_place_but_resume_leaves_shared_tensors_alone():
+    """Epochs write into the model's own factor tensors (no fresh memory per epoch); a resumed
+    fit first takes private copies, so tensors the caller still holds keep their values."""
+    matrix = sp.csr_matrix(random_matrix(seed=9))
+    seen = []
+
+    def keep(epoch, loss, seconds, model):
+        seen.append((model.user_factors, model.item_bias))
+
+    model = ALS(n_factors=6, iterations=3).fit(matrix, callback=keep)
+    assert all(u is model.user_factors and b is model.item_bias for u, b in seen)
+    held = model.user_factors
+    snapshot = held.clone()
+    model.params["iterations"] = 5
+    model.fit(matrix, resume=True)
+    assert model.user_factors is not held
+    assert torch.equal(held, snapshot)
+    assert not torch.equal(model.user_factors, snapshot)
+
+
 def test_save_load_round_trip(tmp_path):
     matrix = sp.csr_matrix(random_matrix(seed=8))
     model = ALS(n_factors=6, iterations=2, weighting="explicit").fit(matrix)

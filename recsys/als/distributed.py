@@ -416,7 +416,7 @@ def _solve_shard(
     gram = comm.all_reduce_sum(local.T @ local, f"all-reduce of the {what} Gram matrix")
     failure: BaseException | None = None
     try:
-        solved = model._solve_side(
+        solved = model._solve_side_copy(
             structure, fixed.factors, fixed.bias, current.factors, current.bias, gram=gram
         )
     except (torch.linalg.LinAlgError, FloatingPointError) as err:

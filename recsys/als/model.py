@@ -18,6 +18,7 @@ from recsys.als.batching import build_buckets
 from recsys.als.loss import Observed, Side, als_loss
 from recsys.als.posterior import draw_normal_wishart
 from recsys.als.solvers import SOLVERS, HalfProblem
+from recsys.als.solvers.base import Workspace
 from recsys.als.weightings import WEIGHTINGS
 from recsys.io import atomic_path
 
@@ -244,6 +245,11 @@ class ALS:
                 f"cannot resume: the model has {self.n_users} users x {self.n_items} items but "
                 f"user_items is {matrix.shape[0]} x {matrix.shape[1]}"
             )
+        else:  # training writes the factors in place: never into tensors shared with others
+            for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+                value = getattr(self, name)
+                if value is not None:
+                    setattr(self, name, value.clone(memory_format=torch.contiguous_format))
         self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
         self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
         if distributed:
@@ -266,12 +272,17 @@ class ALS:
         observed: Observed,
         callback: Callback | None,
     ) -> None:
-        """Alternate the half-epochs until `iterations` or until the callback says stop."""
+        """Alternate the half-epochs until `iterations` or until the callback says stop.
+
+        The factor tensors are updated in place every epoch (as `implicit` does): a callback
+        that keeps an epoch's factors must copy them.
+        """
+        workspace = Workspace()
         for epoch in range(len(self.history), self.params["iterations"]):
             start = time.perf_counter()
             try:
-                self._update_users(users)
-                self._update_items(items)
+                self._update_users(users, workspace)
+                self._update_items(items, workspace)
             except (torch.linalg.LinAlgError, FloatingPointError) as err:
                 raise DivergenceError(
                     f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
@@ -362,14 +373,14 @@ class ALS:
                 error = loss["observed"] + loss["unobserved"]  # the weighted squared error
                 tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
                 sigma = 1.0 / math.sqrt(tau)
-                self.user_factors, self.user_bias = self._solve_side(
+                self.user_factors, self.user_bias = self._solve_side_copy(
                     solve_users, self.item_factors, self.item_bias,
                     self.user_factors, self.user_bias,
                     noise_scale=sigma, generator=generator,
                     prior=self._draw_prior(self.user_factors, self.user_bias, tau, gamma)
                     if learned else None,
                 )  # fmt: skip
-                self.item_factors, self.item_bias = self._solve_side(
+                self.item_factors, self.item_bias = self._solve_side_copy(
                     solve_items, self.user_factors, self.user_bias,
                     self.item_factors, self.item_bias,
                     noise_scale=sigma, generator=generator,
@@ -447,16 +458,31 @@ class ALS:
         return {"buckets": buckets, "empty": empty, "reg": reg}
 
     def _fixed_side(
-        self, factors: torch.Tensor, bias: torch.Tensor | None
+        self, factors: torch.Tensor, bias: torch.Tensor | None, workspace: Workspace | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The fixed side F (with the bias column c when biases are on) and its score offsets."""
+        """The fixed side F (with the bias column c when biases are on) and its score offsets;
+        F is built in `workspace` when given (reused every half-epoch of a fit)."""
         if bias is None:
             offsets = (
                 None if self.global_bias == 0 else torch.full_like(factors[:, 0], self.global_bias)
             )
             return factors, offsets
-        column = torch.full_like(factors[:, :1], self._bias_column)
-        return torch.cat([factors, column], dim=1), bias + self.global_bias
+        return self._with_column(factors, self._bias_column, "fixed", workspace), (
+            bias + self.global_bias
+        )
+
+    @staticmethod
+    def _with_column(
+        factors: torch.Tensor, column: float | torch.Tensor, name: str, workspace: Workspace | None
+    ) -> torch.Tensor:
+        """[factors, column] (n, f + 1), in `workspace` buffer `name` when given."""
+        shape = (factors.shape[0], factors.shape[1] + 1)
+        out = (
+            factors.new_empty(shape) if workspace is None else workspace.take(name, shape, factors)
+        )
+        out[:, :-1] = factors
+        out[:, -1] = column
+        return out
 
     def _solve_side(
         self,
@@ -469,8 +495,13 @@ class ALS:
         generator: torch.Generator | None = None,
         gram: torch.Tensor | None = None,
         prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Solve every row of one side against the other side; return factors and biases.
+
+        They are views of the solver's scratch, valid until its next solve: callers copy them
+        (a fit into its own factor tensors, in place). `workspace` holds the stacked inputs
+        across the half-epochs of a fit.
 
         With `noise_scale` sigma > 0 each row is drawn from its conditional posterior
         N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`). `gram` is the fixed
@@ -478,7 +509,7 @@ class ALS:
         `prior` = (P, mu) adds a Gaussian prior N(mu, P^-1) shared by all rows (in the solve's
         coordinates [x, b / c]).
         """
-        fixed, offsets = self._fixed_side(fixed_factors, fixed_bias)
+        fixed, offsets = self._fixed_side(fixed_factors, fixed_bias, workspace)
         problem = HalfProblem(
             fixed=fixed,
             all_pairs_weight=self.weighting.all_pairs_weight,
@@ -494,25 +525,44 @@ class ALS:
             prior_mean=None if prior is None else prior[1],
         )
         c = self._bias_column if current_bias is not None else 1.0
-        current = (
-            current_factors
-            if current_bias is None
-            else torch.cat([current_factors, (current_bias / c)[:, None]], dim=1)
-        )
+        current = None
+        if self.solver.warm_start:
+            current = (
+                current_factors
+                if current_bias is None
+                else self._with_column(current_factors, current_bias / c, "current", workspace)
+            )
         solved = self.solver.solve(problem, current)
         solved[structure["empty"]] = 0
         f = self.n_factors
-        return solved[:, :f].contiguous(), (None if current_bias is None else solved[:, f] * c)
+        return solved[:, :f], (None if current_bias is None else solved[:, f].mul_(c))
 
-    def _update_users(self, users: dict[str, Any]) -> None:
-        self.user_factors, self.user_bias = self._solve_side(
-            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias
-        )
+    def _solve_side_copy(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_solve_side` with the result copied out of the solver's scratch."""
+        factors, bias = self._solve_side(*args, **kwargs)
+        return factors.clone(), None if bias is None else bias.clone()
 
-    def _update_items(self, items: dict[str, Any]) -> None:
-        self.item_factors, self.item_bias = self._solve_side(
-            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias
-        )
+    def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
+        """New user factors and biases, written in place (no fresh memory per epoch)."""
+        factors, bias = self._solve_side(
+            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
+            workspace=workspace,
+        )  # fmt: skip
+        self.user_factors.copy_(factors)
+        if bias is not None:
+            self.user_bias.copy_(bias)
+
+    def _update_items(self, items: dict[str, Any], workspace: Workspace | None = None) -> None:
+        """New item factors and biases, written in place."""
+        factors, bias = self._solve_side(
+            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
+            workspace=workspace,
+        )  # fmt: skip
+        self.item_factors.copy_(factors)
+        if bias is not None:
+            self.item_bias.copy_(bias)
 
     def _loss(
         self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor
@@ -679,7 +729,7 @@ class ALS:
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         with self.solver.scratch():
-            return self._solve_side(
+            return self._solve_side_copy(
                 self._structure(rows), self.item_factors, self.item_bias, current, current_bias
             )
 
@@ -710,7 +760,7 @@ class ALS:
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
         with self.solver.scratch():
-            factors, bias = self._solve_side(
+            factors, bias = self._solve_side_copy(
                 self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
             )
         self.item_factors, self.item_bias = self._scatter(

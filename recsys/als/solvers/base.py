@@ -149,8 +149,13 @@ class Solver(abc.ABC):
         finally:
             self.release()
 
-    def solve(self, problem: HalfProblem, current: torch.Tensor) -> torch.Tensor:
-        """New vectors for all rows (n_rows, k); `current` holds the previous ones (warm start).
+    def solve(self, problem: HalfProblem, current: torch.Tensor | None) -> torch.Tensor:
+        """New vectors for all rows (n_rows, k); `current` holds the previous ones (read only
+        when the solver warm-starts, else it may be None).
+
+        The result lives in the solver's scratch and stays valid until its next solve or
+        `release`: callers copy what they keep. Writing every half-epoch's result into fresh
+        memory would cost a page fault per 4 KiB page, more than the copy.
 
         On the CPU with T > 1 torch threads the chunks are solved by T worker threads, each
         running torch single-threaded, instead of one chunk at a time with T-thread operations:
@@ -161,10 +166,13 @@ class Solver(abc.ABC):
         does not depend on the split; draws from a random generator (posterior sampling) are
         made by one thread to keep their order.
         """
+        if self.warm_start and current is None:
+            raise ValueError(f"{type(self).__name__} starts from the current vectors: pass them")
         state = self.prepare(problem)
         # rows outside the buckets (empty rows) stay 0; the buffer is kept across half-epochs
         # because first-touching fresh memory costs more than the arithmetic on it
-        out = self.workspace.take("solution", current.shape, current).zero_()
+        shape = (problem.row_reg.shape[0], problem.rank)
+        out = self.workspace.take("solution", shape, problem.fixed).zero_()
         workers = self._workers(problem)
         chunks = [
             chunk
@@ -217,10 +225,9 @@ class Solver(abc.ABC):
         return None
 
     def finish(self, problem: HalfProblem, state: object, out: torch.Tensor) -> torch.Tensor:
-        """The new vectors from the solved chunks `out` (a scratch buffer the solver reuses, so
-        the result must not be a view of it): by default a copy; solvers working in another
-        basis map back to the original one."""
-        return out.clone()
+        """The new vectors from the solved chunks `out` (scratch): by default `out` itself;
+        solvers working in another basis map back to the original one."""
+        return out
 
     @abc.abstractmethod
     def bytes_per_row(self, problem: HalfProblem, bucket: Bucket) -> int:

@@ -109,7 +109,8 @@ class CholeskySolver(Solver):
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
         if self._rotates(problem):
-            return out @ state.rotation.T
+            result = self.workspace.take("result", out.shape, out)
+            return torch.mm(out, state.rotation.T, out=result)
         return super().finish(problem, state, out)
 
     @staticmethod

@@ -581,8 +581,10 @@ class ALS:
 
     def _check_finite(self, epoch: int, loss: float) -> None:
         tensors = [self.user_factors, self.item_factors, self.user_bias, self.item_bias]
+        # a float64 sum is finite iff every entry is (float32 entries cannot overflow it), and
+        # it needs no temporary as large as the tensor, unlike isfinite(t).all()
         finite = (math.isfinite(loss) or not self.params["calculate_loss"]) and all(
-            bool(torch.isfinite(t).all()) for t in tensors if t is not None
+            math.isfinite(float(t.sum(dtype=torch.float64))) for t in tensors if t is not None
         )
         if not finite:
             raise DivergenceError(

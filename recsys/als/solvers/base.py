@@ -154,8 +154,9 @@ class Solver(abc.ABC):
         when the solver warm-starts, else it may be None).
 
         The result lives in the solver's scratch and stays valid until its next solve or
-        `release`: callers copy what they keep. Writing every half-epoch's result into fresh
-        memory would cost a page fault per 4 KiB page, more than the copy.
+        `release`: callers copy what they keep (writing every half-epoch's result into fresh
+        memory would cost a page fault per 4 KiB page, more than the copy). Rows in no bucket
+        (rows without entries) are undefined: the caller sets them (the model zeroes them).
 
         On the CPU with T > 1 torch threads the chunks are solved by T worker threads, each
         running torch single-threaded, instead of one chunk at a time with T-thread operations:
@@ -169,10 +170,10 @@ class Solver(abc.ABC):
         if self.warm_start and current is None:
             raise ValueError(f"{type(self).__name__} starts from the current vectors: pass them")
         state = self.prepare(problem)
-        # rows outside the buckets (empty rows) stay 0; the buffer is kept across half-epochs
-        # because first-touching fresh memory costs more than the arithmetic on it
+        # kept across half-epochs: first-touching fresh memory costs more than the arithmetic
+        # on it; rows in no bucket (empty rows) are left as they are, for the caller to set
         shape = (problem.row_reg.shape[0], problem.rank)
-        out = self.workspace.take("solution", shape, problem.fixed).zero_()
+        out = self.workspace.take("solution", shape, problem.fixed)
         workers = self._workers(problem)
         chunks = [
             chunk

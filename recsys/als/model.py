@@ -438,7 +438,8 @@ class ALS:
         rng = np.random.default_rng(self.params["seed"])
 
         def draw(n: int) -> torch.Tensor:
-            values = rng.standard_normal((n, f), dtype=np.float32) * np.float32(std)
+            values = rng.standard_normal((n, f), dtype=np.float32)
+            values *= np.float32(std)  # in place: a second table of fresh memory costs more
             return torch.from_numpy(values).to(self.device, self.dtype)
 
         self.user_factors, self.item_factors = draw(shape[0]), draw(shape[1])

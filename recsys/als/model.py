@@ -545,25 +545,33 @@ class ALS:
         factors, bias = self._solve_side(*args, **kwargs)
         return factors.clone(), None if bias is None else bias.clone()
 
-    def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
-        """New user factors and biases, written in place (no fresh memory per epoch)."""
-        factors, bias = self._solve_side(
-            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
-            workspace=workspace,
-        )  # fmt: skip
-        self.user_factors.copy_(factors)
+    def _solve_in_place(
+        self,
+        structure: dict[str, Any],
+        fixed_factors: torch.Tensor,
+        fixed_bias: torch.Tensor | None,
+        factors: torch.Tensor,
+        bias: torch.Tensor | None,
+        workspace: Workspace | None,
+    ) -> None:
+        """Solve one side and write its new factors and biases into `factors` and `bias`
+        (no fresh memory per epoch)."""
+        new_factors, new_bias = self._solve_side(
+            structure, fixed_factors, fixed_bias, factors, bias, workspace=workspace
+        )
+        factors.copy_(new_factors)
         if bias is not None:
-            self.user_bias.copy_(bias)
+            bias.copy_(new_bias)
+
+    def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
+        self._solve_in_place(
+            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias, workspace
+        )
 
     def _update_items(self, items: dict[str, Any], workspace: Workspace | None = None) -> None:
-        """New item factors and biases, written in place."""
-        factors, bias = self._solve_side(
-            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
-            workspace=workspace,
-        )  # fmt: skip
-        self.item_factors.copy_(factors)
-        if bias is not None:
-            self.item_bias.copy_(bias)
+        self._solve_in_place(
+            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias, workspace
+        )
 
     def _loss(
         self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor

@@ -13,6 +13,7 @@ import torch
 from recsys.als import ALS, SOLVERS, WEIGHTINGS, DivergenceError
 from recsys.als.batching import build_buckets
 from recsys.als.posterior import draw_normal_wishart
+from recsys.als.solvers import cholesky as cholesky_module
 
 
 def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> np.ndarray:
@@ -97,6 +98,26 @@ CASES = [
 
 @pytest.mark.parametrize(("weighting", "use_bias", "n_factors"), CASES)
 def test_cholesky_user_update_matches_float64_reference(weighting, use_bias, n_factors):
+    assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors)
+
+
+@pytest.mark.parametrize(
+    ("weighting", "use_bias", "n_factors"), [("hkv", True, 6), ("ials", False, 24)]
+)
+def test_blocked_gram_products_match_float64_reference(monkeypatch, weighting, use_bias, n_factors):
+    """Large systems build only the upper blocks of their Gram products; force that path on
+    small ones (direct at 6 factors, Woodbury at 24) and check the solves stay exact."""
+    monkeypatch.setattr(cholesky_module, "BLOCKED_GRAM_MIN_ROWS", 4)
+    calls = []
+    original = cholesky_module._gram_upper
+    monkeypatch.setattr(
+        cholesky_module, "_gram_upper", lambda a, out: calls.append(a.shape) or original(a, out)
+    )
+    assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors)
+    assert any(shape[1] >= 4 for shape in calls)
+
+
+def assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors):
     dense = random_matrix()
     model = ALS(
         n_factors=n_factors,

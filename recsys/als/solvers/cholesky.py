@@ -45,9 +45,10 @@ class _Eigenbasis:
 
 
 def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor) -> None:
-    """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous) is overwritten by
-    its Cholesky factor and `rhs` (B, n, 1) by the solution (`scratch`, like `rhs`, holds the
-    half-way result). Raise a clear error when a matrix is not positive definite.
+    """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous; only the upper
+    triangle is read) is overwritten by its Cholesky factor and `rhs` (B, n, 1) by the solution
+    (`scratch`, like `rhs`, holds the half-way result). Raise a clear error when a matrix is not
+    positive definite.
 
     LAPACK works on column-major matrices; a symmetric matrix is its own transpose, so the
     column-major view `matrices.mT` is factorised in place, without the column-major copy that
@@ -64,6 +65,31 @@ def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Te
         )
     torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
     torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
+
+
+#: from this many rows on, `_gram_upper` computes three blocks of the product instead of all of it
+#: (one 2,048-row batch at 30 rows: 1.9x slower in blocks; at 217-435 rows 0.74-0.82x the time)
+BLOCKED_GRAM_MIN_ROWS = 192
+
+
+def _gram_upper(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The upper triangle (and diagonal) of each a @ a^T, a: (B, n, m), into `out` (B, n, n);
+    the strictly lower part is left undefined.
+
+    The factorisation reads only that triangle (the lower one of the column-major view), so for
+    large n three of the four n/2 x n/2 blocks are enough: 3/4 of the arithmetic (torch has no
+    batched symmetric rank-k product). Small systems are computed whole, where one bmm call is
+    faster than three.
+    """
+    n = a.shape[1]
+    if n < BLOCKED_GRAM_MIN_ROWS:
+        return torch.bmm(a, a.mT, out=out)
+    h = n // 2
+    top, bottom = a[:, :h], a[:, h:]
+    torch.bmm(top, top.mT, out=out[:, :h, :h])
+    torch.bmm(top, bottom.mT, out=out[:, :h, h:])
+    torch.bmm(bottom, bottom.mT, out=out[:, h:, h:])
+    return out
 
 
 def _smallest_shared_diagonal(problem: HalfProblem, basis: _Eigenbasis) -> float:
@@ -158,7 +184,7 @@ class CholeskySolver(Solver):
         if problem.noise_scale > 0:
             u, r = self._perturb(problem, u, r)
         if self.use_woodbury(n, k):
-            s = torch.bmm(w, w.mT, out=ws.take("system", (b, n, n), like))
+            s = _gram_upper(w, ws.take("system", (b, n, n), like))  # W W^T
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             if r is not None:  # u + W r, as r^T W^T: the faster layout for bmm
                 u.baddbmm_(r, w.mT)
@@ -170,7 +196,7 @@ class CholeskySolver(Solver):
             x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # c = W^T u - r
             if r is not None:
                 x.sub_(r)
-            s = torch.bmm(w.mT, w, out=ws.take("system", (b, k, k), like))
+            s = _gram_upper(w.mT, ws.take("system", (b, k, k), like))  # W^T W
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like))
         return x.squeeze(1).mul_(m_isqrt)

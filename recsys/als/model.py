@@ -545,33 +545,32 @@ class ALS:
         factors, bias = self._solve_side(*args, **kwargs)
         return factors.clone(), None if bias is None else bias.clone()
 
-    def _solve_in_place(
-        self,
-        structure: dict[str, Any],
-        fixed_factors: torch.Tensor,
-        fixed_bias: torch.Tensor | None,
+    @staticmethod
+    def _write(
         factors: torch.Tensor,
         bias: torch.Tensor | None,
-        workspace: Workspace | None,
+        solved: tuple[torch.Tensor, torch.Tensor | None],
     ) -> None:
-        """Solve one side and write its new factors and biases into `factors` and `bias`
-        (no fresh memory per epoch)."""
-        new_factors, new_bias = self._solve_side(
-            structure, fixed_factors, fixed_bias, factors, bias, workspace=workspace
-        )
+        """Copy a solve's result (in the solver's scratch) into the model's own tensors, in
+        place: no fresh memory per epoch."""
+        new_factors, new_bias = solved
         factors.copy_(new_factors)
         if bias is not None:
             bias.copy_(new_bias)
 
     def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
-        self._solve_in_place(
-            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias, workspace
-        )
+        solved = self._solve_side(
+            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
+            workspace=workspace,
+        )  # fmt: skip
+        self._write(self.user_factors, self.user_bias, solved)
 
     def _update_items(self, items: dict[str, Any], workspace: Workspace | None = None) -> None:
-        self._solve_in_place(
-            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias, workspace
-        )
+        solved = self._solve_side(
+            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
+            workspace=workspace,
+        )  # fmt: skip
+        self._write(self.item_factors, self.item_bias, solved)
 
     def _loss(
         self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor

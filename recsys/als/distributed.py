@@ -61,7 +61,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from recsys.als.loss import Observed, Side
+from recsys.als.loss import Observed, Side, side_regularization
 
 if TYPE_CHECKING:
     from recsys.als.model import ALS
@@ -454,12 +454,9 @@ def _sharded_loss(
     e = weighting.observed_constant(v)
     p = model.params
     ratio = p["bias_regularization"] / p["regularization"] if p["regularization"] else 0.0
-    reg = s.new_zeros(())
-    for side in (Side(x, bx, user_reg), Side(y, by, item_reg)):
-        norms = side.factors.double().pow(2).sum(1)
-        if side.bias is not None:
-            norms = norms + ratio * side.bias.double().pow(2)
-        reg = reg + (side.reg_scale.double() * norms).sum()
+    reg = side_regularization(Side(x, bx, user_reg), ratio) + side_regularization(
+        Side(y, by, item_reg), ratio
+    )
     ones_x, ones_y = x.new_ones(x.shape[0]), y.new_ones(y.shape[0])
     x_hat = Side(x, bx, user_reg).augmented(bx, ones_x)
     y_hat = Side(y, by, item_reg).augmented(ones_y, by + mu if by is not None else ones_y * mu)

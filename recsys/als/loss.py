@@ -62,6 +62,19 @@ class Observed:
         return torch.sparse.sampled_addmm(self.pattern, left, right.T, beta=0.0).values()
 
 
+def side_regularization(side: Side, bias_reg_ratio: float) -> torch.Tensor:
+    """sum_u lambda_u (|x_u|^2 + bias_reg_ratio * b_u^2) of one side, a float64 scalar tensor.
+
+    The row norms are reduced in the factors' dtype (within 1e-6 of float64 for float32) and
+    squared in float64: a float64 copy of the table cost 0.1-0.5 s at 512 factors on a VM where
+    fresh memory is expensive, more than the rest of the loss.
+    """
+    norms = torch.linalg.vector_norm(side.factors, dim=1).double().pow(2)
+    if side.bias is not None:
+        norms = norms + bias_reg_ratio * side.bias.double().pow(2)
+    return (side.reg_scale.double() * norms).sum()
+
+
 def als_loss(
     observed: Observed,
     users: Side,
@@ -92,12 +105,9 @@ def als_loss(
     y_hat = items.augmented(ones_i, item_offset)
     all_square = float(((x_hat.T @ x_hat) * (y_hat.T @ y_hat)).sum())
 
-    reg = 0.0
-    for side in (users, items):
-        norms = side.factors.double().pow(2).sum(1)
-        if side.bias is not None:
-            norms = norms + bias_reg_ratio * side.bias.double().pow(2)
-        reg += float((side.reg_scale.double() * norms).sum())
+    reg = float(
+        side_regularization(users, bias_reg_ratio) + side_regularization(items, bias_reg_ratio)
+    )
 
     observed = obs_quadratic + a * obs_square
     unobserved = a * (all_square - obs_square)

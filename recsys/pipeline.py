@@ -616,7 +616,7 @@ def _snapshot(model: Any) -> Any:
     import copy
 
     clone = copy.copy(model)
-    for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+    for name in model.TENSORS:
         value = getattr(model, name)
         setattr(clone, name, None if value is None else value.detach().clone())
     clone.history = [dict(h) for h in model.history]
@@ -624,7 +624,7 @@ def _snapshot(model: Any) -> Any:
 
 
 def _restore(model: Any, best: Any) -> None:
-    for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+    for name in model.TENSORS:
         setattr(model, name, getattr(best, name))
     model.global_bias = best.global_bias
     model.history = [dict(h) for h in best.history]

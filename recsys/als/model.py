@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -102,6 +102,9 @@ class ALS:
         calculate_loss: compute the exact loss after every epoch (history, callback). Costs one
             pass over the nonzeros; turn off when only speed matters (the loss is then NaN).
     """
+
+    #: the trained tensors (biases None without `use_bias`)
+    TENSORS: ClassVar[tuple[str, ...]] = ("user_factors", "item_factors", "user_bias", "item_bias")
 
     def __init__(
         self,
@@ -246,7 +249,7 @@ class ALS:
                 f"user_items is {matrix.shape[0]} x {matrix.shape[1]}"
             )
         else:  # training writes the factors in place: never into tensors shared with others
-            for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+            for name in self.TENSORS:
                 value = getattr(self, name)
                 if value is not None:
                     setattr(self, name, value.clone(memory_format=torch.contiguous_format))
@@ -588,7 +591,7 @@ class ALS:
         )
 
     def _check_finite(self, epoch: int, loss: float) -> None:
-        tensors = [self.user_factors, self.item_factors, self.user_bias, self.item_bias]
+        tensors = [getattr(self, name) for name in self.TENSORS]
         # a float64 sum is finite iff every entry is (float32 entries cannot overflow it), and
         # it needs no temporary as large as the tensor, unlike isfinite(t).all()
         finite = (math.isfinite(loss) or not self.params["calculate_loss"]) and all(

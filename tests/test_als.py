@@ -14,6 +14,7 @@ from recsys.als import ALS, SOLVERS, WEIGHTINGS, DivergenceError
 from recsys.als.batching import build_buckets
 from recsys.als.posterior import draw_normal_wishart
 from recsys.als.solvers import cholesky as cholesky_module
+from recsys.als.solvers.base import HalfProblem
 
 
 def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> np.ndarray:
@@ -117,7 +118,7 @@ def test_blocked_gram_products_match_float64_reference(monkeypatch, weighting, u
     assert any(shape[1] >= 4 for shape in calls)
 
 
-def assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors):
+def assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors, device="cpu"):
     dense = random_matrix()
     model = ALS(
         n_factors=n_factors,
@@ -128,13 +129,54 @@ def assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors):
         alpha0=0.1,
         use_bias=use_bias,
         iterations=2,
-        device="cpu",
+        device=device,
     ).fit(sp.csr_matrix(dense))
     xs, bs = reference_user_update(model, dense)
     factors, bias = model.fold_in_factors(sp.csr_matrix(dense))
-    assert np.abs(factors.double().numpy() - xs).max() / np.abs(xs).max() < 1e-5
+    assert factors.device.type == device
+    assert np.abs(factors.double().cpu().numpy() - xs).max() / np.abs(xs).max() < 1e-5
     if use_bias:
-        assert np.abs(bias.double().numpy() - bs).max() / np.abs(bs).max() < 1e-5
+        assert np.abs(bias.double().cpu().numpy() - bs).max() / np.abs(bs).max() < 1e-5
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("blocked_gram", [False, True])
+@pytest.mark.parametrize(("weighting", "use_bias", "n_factors"), CASES)
+def test_cuda_float32_solves_match_float64_reference(
+    monkeypatch, weighting, use_bias, n_factors, blocked_gram
+):
+    """The fit and the solves write into strided workspace views in place: check on CUDA, in
+    float32, every path (direct, Woodbury, blocked Gram products) against float64."""
+    if blocked_gram:
+        monkeypatch.setattr(cholesky_module, "BLOCKED_GRAM_MIN_ROWS", 4)
+    assert_fold_in_matches_float64_reference(weighting, use_bias, n_factors, device="cuda")
+
+
+def test_a_system_that_is_not_positive_definite_fails_the_solve_after_all_chunks_ran():
+    """Chunks only flag a failed factorisation (no host sync per chunk); the solve raises."""
+    dense = random_matrix(seed=21)
+    weighting = WEIGHTINGS.build("explicit")
+    buckets, _ = build_buckets(sp.csr_matrix(dense), weighting, torch.device("cpu"), torch.float32)
+    fixed = torch.randn(dense.shape[1], 8)
+    nan_column = fixed.clone()
+    nan_column[7] = float("nan")  # every row that observed column 7 gets a NaN system
+
+    def problem(fixed: torch.Tensor) -> HalfProblem:
+        return HalfProblem(
+            fixed=fixed,
+            all_pairs_weight=weighting.all_pairs_weight,
+            offsets=None,
+            row_reg=torch.full((dense.shape[0],), 0.1),
+            weighting=weighting,
+            buckets=buckets,
+            memory_budget_bytes=4096,  # many small chunks
+        )
+
+    solver = SOLVERS.build("cholesky")
+    with pytest.raises(FloatingPointError, match="not positive definite"):
+        solver.solve(problem(nan_column), None)
+    assert torch.isfinite(solver.solve(problem(fixed), None)[np.flatnonzero(dense.any(1))]).all()
 
 
 @pytest.mark.parametrize("weighting", ["hkv", "ials", "explicit"])

@@ -8,7 +8,9 @@ place, W = D^(1/2) Zq M^(-1/2), turns each row's system into
 
     (I + W^T W) x~ = c,   c = M^(-1/2) b,   x' = M^(-1/2) x~,
 
-a well-conditioned matrix with unit shared part, solved by one of two exact paths:
+a well-conditioned matrix with unit shared part (when every row has the same lambda, hence the
+same M, the table Fq is scaled by M^(-1/2) once instead of each gathered row), solved by one of
+two exact paths:
 
 - direct (rows with many entries): I + W^T W, k x k, one bmm for the chunk, batched Cholesky.
 - Woodbury (rows with n < k entries, most rows in practice): with c = W^T u - r (u the scaled
@@ -42,13 +44,20 @@ class _Eigenbasis:
     rotation: torch.Tensor  # (k, k) Q
     rotated_fixed: torch.Tensor  # (n_fixed + 1, k) F Q, with the zero padding row
     rotated_offset_rhs: torch.Tensor  # (k,) Q^T a F^T o
+    #: set on the device when a chunk's matrix is not positive definite; read once per solve
+    #: (a per-chunk check would stall the GPU at every chunk waiting for the host)
+    failed: torch.Tensor  # () bool
+    #: whether `rotated_fixed` is F Q M^-1/2 already (all rows share lambda, hence M)
+    prescaled: bool
 
 
-def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor) -> None:
+def _cholesky_solve(
+    matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor, failed: torch.Tensor
+) -> None:
     """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous; only the upper
     triangle is read) is overwritten by its Cholesky factor and `rhs` (B, n, 1) by the solution
-    (`scratch`, like `rhs`, holds the half-way result). Raise a clear error when a matrix is not
-    positive definite.
+    (`scratch`, like `rhs`, holds the half-way result). `failed` (a bool scalar) is set when a
+    matrix is not positive definite; the caller raises (`_raise_if_failed`) once all chunks ran.
 
     LAPACK works on column-major matrices; a symmetric matrix is its own transpose, so the
     column-major view `matrices.mT` is factorised in place, without the column-major copy that
@@ -58,13 +67,21 @@ def _cholesky_solve(matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Te
     factor = matrices.mT  # column-major; lower factor L after the call
     info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
     torch.linalg.cholesky_ex(factor, out=(factor, info))
-    if bool(info.any()):
+    if failed.device.type == "cpu":  # chunk workers share `failed`: they only ever set it
+        if info.any():
+            failed.fill_(True)
+    else:  # on the device, without a host sync per chunk (the GPU would idle at each)
+        failed.logical_or_(info.any())
+    torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
+    torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
+
+
+def _raise_if_failed(failed: torch.Tensor) -> None:
+    if bool(failed):
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "
             "increase regularization or use dtype='float64'"
         )
-    torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
-    torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
 
 
 #: from this many rows on, `_gram_upper` computes three blocks of the product instead of all of it
@@ -92,11 +109,11 @@ def _gram_upper(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _smallest_shared_diagonal(problem: HalfProblem, basis: _Eigenbasis) -> float:
-    """min over the rows to solve of m_u = L + lambda_u, which must be positive (M^-1/2 is used);
-    one device sync per half-epoch."""
-    smallest_reg = torch.stack([problem.row_reg[b.rows].min() for b in problem.buckets]).min()
-    return float(basis.eigenvalues.min() + smallest_reg)
+def _regularization_range(problem: HalfProblem) -> tuple[float, float]:
+    """Smallest and largest lambda_u over the rows to solve (one device sync per half-epoch)."""
+    regs = torch.cat([problem.row_reg[b.rows] for b in problem.buckets])
+    low, high = torch.stack(torch.aminmax(regs)).tolist()
+    return low, high
 
 
 @SOLVERS.register("cholesky")
@@ -109,31 +126,41 @@ class CholeskySolver(Solver):
     def prepare(self, problem: HalfProblem) -> _Eigenbasis:
         fixed = problem.fixed
         k = problem.rank
+        failed = torch.zeros((), dtype=torch.bool, device=fixed.device)
         if not self._rotates(problem):  # no shared term: keep the identity basis
-            eye = torch.eye(k, dtype=fixed.dtype, device=fixed.device)
-            zeros = torch.zeros(k, dtype=fixed.dtype, device=fixed.device)
-            basis = _Eigenbasis(zeros, eye, problem.fixed_padded, problem.offset_rhs)
+            eigenvalues = torch.zeros(k, dtype=fixed.dtype, device=fixed.device)
+            rotation = torch.eye(k, dtype=fixed.dtype, device=fixed.device)
         else:
             evals, evecs = torch.linalg.eigh(problem.shared.double())
+            eigenvalues = evals.clamp_min(0.0).to(fixed.dtype)
             rotation = evecs.to(fixed.dtype)
-            # F Q and the zero padding row, in a buffer kept across half-epochs
-            rotated = self.workspace.take("rotated", (fixed.shape[0] + 1, k), fixed)
-            torch.mm(fixed, rotation, out=rotated[:-1])
-            rotated[-1] = 0
-            basis = _Eigenbasis(
-                eigenvalues=evals.clamp_min(0.0).to(fixed.dtype),
-                rotation=rotation,
-                rotated_fixed=rotated,
-                rotated_offset_rhs=problem.offset_rhs @ rotation,
-            )
-        if problem.buckets and not _smallest_shared_diagonal(problem, basis) > 0:
+        low, high = _regularization_range(problem) if problem.buckets else (1.0, 1.0)
+        if not float(eigenvalues.min()) + low > 0:
             raise FloatingPointError(
                 "a per-row system is singular (regularization 0 and no all-pairs weight); "
                 "set regularization > 0"
             )
-        return basis
+        if not self._rotates(problem):
+            return _Eigenbasis(
+                eigenvalues, rotation, problem.fixed_padded, problem.offset_rhs, failed, False
+            )
+        # F Q and the zero padding row, in a buffer kept across half-epochs
+        rotated = self.workspace.take("rotated", (fixed.shape[0] + 1, k), fixed)
+        torch.mm(fixed, rotation, out=rotated[:-1])
+        rotated[-1] = 0
+        if low == high:  # one M for every row: scale the table once, not every gathered row
+            rotated.mul_((eigenvalues + low).rsqrt_())
+        return _Eigenbasis(
+            eigenvalues=eigenvalues,
+            rotation=rotation,
+            rotated_fixed=rotated,
+            rotated_offset_rhs=problem.offset_rhs @ rotation,
+            failed=failed,
+            prescaled=low == high,
+        )
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
+        _raise_if_failed(state.failed)
         if self._rotates(problem):
             result = self.workspace.take("result", out.shape, out)
             return torch.mm(out, state.rotation.T, out=result)
@@ -176,7 +203,8 @@ class CholeskySolver(Solver):
             sqrt_d = d.sqrt()
             w.mul_(sqrt_d.unsqueeze(-1))
             torch.div(h, sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), out=u.squeeze(1))
-        w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
+        if not state.prescaled:
+            w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
         # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
         r = None
         if problem.offsets is not None or problem.prior_precision is not None:
@@ -188,7 +216,7 @@ class CholeskySolver(Solver):
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             if r is not None:  # u + W r, as r^T W^T: the faster layout for bmm
                 u.baddbmm_(r, w.mT)
-            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like))
+            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like), state.failed)
             x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # W^T (I + S)^-1 (u + W r)
             if r is not None:
                 x.sub_(r)
@@ -198,7 +226,7 @@ class CholeskySolver(Solver):
                 x.sub_(r)
             s = _gram_upper(w.mT, ws.take("system", (b, k, k), like))  # W^T W
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like))
+            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state.failed)
         return x.squeeze(1).mul_(m_isqrt)
 
     @staticmethod

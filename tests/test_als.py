@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als import ALS, SOLVERS, WEIGHTINGS, DivergenceError
-from recsys.als.batching import build_buckets
+from recsys.als.batching import bucket_growth, build_buckets
 from recsys.als.posterior import draw_normal_wishart
 from recsys.als.solvers import cholesky as cholesky_module
 from recsys.als.solvers.base import HalfProblem
@@ -459,6 +459,7 @@ def test_cpu_chunk_workers_give_the_serial_result_and_leave_torch_threads_alone(
 
 def test_buckets_cover_every_nonempty_row_once():
     matrix = sp.random(200, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    growth = bucket_growth(torch.device("cpu"))
     buckets, empty = build_buckets(
         matrix, WEIGHTINGS.build("hkv", alpha=2.0), torch.device("cpu"), torch.float32
     )
@@ -478,7 +479,19 @@ def test_buckets_cover_every_nonempty_row_once():
             np.testing.assert_allclose(weight[observed], 2.0 * values, rtol=1e-6)
             np.testing.assert_allclose(target[observed], 1.0 + 2.0 * values, rtol=1e-6)
             assert not weight[~observed].any() and not target[~observed].any()
-        assert b.width <= max(8, int(np.ceil(degrees[b.rows.numpy()].min() * 1.2)) + 1)
+        assert b.width <= max(8, int(np.ceil(degrees[b.rows.numpy()].min() * growth)) + 1)
+
+
+def test_bucket_widths_follow_the_device_growth_ratio():
+    """Tight buckets on the CPU (padding costs more than chunks there), coarser on GPUs."""
+    assert bucket_growth(torch.device("cpu")) < bucket_growth(torch.device("cuda"))
+    degrees = np.repeat(np.arange(1, 400), 3)
+    indices = np.concatenate([np.arange(d) for d in degrees])
+    indptr = np.r_[0, np.cumsum(degrees)]
+    matrix = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(degrees.size, 400))
+    buckets, _ = build_buckets(matrix, WEIGHTINGS.build("hkv"), torch.device("cpu"), torch.float32)
+    padded = sum(len(b) * b.width for b in buckets)
+    assert padded / matrix.nnz < 1.05  # buckets 20% wide would pad these rows by ~9%
 
 
 def test_registries_list_the_built_in_parts():

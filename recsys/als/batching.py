@@ -1,7 +1,8 @@
 """Degree-bucketed, padded views of a sparse matrix, so per-row systems are built with bmm.
 
 Rows are sorted by their number of observed entries and grouped so that, within a bucket, the
-longest row is at most ~20% longer than the shortest (exact lengths for short rows). Each bucket
+longest row is at most ~5% (CPU) or ~20% (GPU) longer than the shortest (exact lengths for short
+rows). Each bucket
 stores its rows' column indices padded to the bucket's longest row, and each entry's weight d and
 target g from the weighting (zero in padding). The sparsity structure and the values never change
 during a fit, so buckets are built once and reused every epoch: the per-entry terms cost nothing
@@ -21,8 +22,13 @@ from recsys.als.weightings.base import Weighting
 
 #: rows with at most this many entries get a bucket of their exact length
 _EXACT_UP_TO = 8
-#: above that, bucket boundaries grow geometrically by this ratio
-_GROWTH = 1.2
+#: above that, bucket boundaries grow geometrically by this ratio, per device type. Padding
+#: costs arithmetic (a row's system grows as width^2 to width^3), while each bucket adds chunks
+#: with a fixed cost per chunk. On the CPU that fixed cost is small: 1.05 pads Gowalla's solves
+#: by 3% instead of 15% (62 -> 171 buckets) and took ~10% less CPU time per epoch at 128
+#: factors. A GPU pays a kernel launch per operation per chunk: 1.2 is what was measured there.
+_GROWTH = {"cpu": 1.05}
+_DEFAULT_GROWTH = 1.2
 
 
 @dataclass
@@ -70,11 +76,16 @@ class Bucket:
             )
 
 
-def _bucket_edges(max_degree: int) -> np.ndarray:
+def bucket_growth(device: torch.device) -> float:
+    """The ratio between consecutive bucket widths for rows solved on `device`."""
+    return _GROWTH.get(device.type, _DEFAULT_GROWTH)
+
+
+def _bucket_edges(max_degree: int, growth: float) -> np.ndarray:
     """Upper bounds (inclusive) of the degree buckets, covering 1..max_degree."""
     edges = list(range(1, min(_EXACT_UP_TO, max_degree) + 1))
     while edges[-1] < max_degree:
-        edges.append(max(edges[-1] + 1, int(np.ceil(edges[-1] * _GROWTH))))
+        edges.append(max(edges[-1] + 1, int(np.ceil(edges[-1] * growth))))
     return np.asarray(edges)
 
 
@@ -91,7 +102,7 @@ def build_buckets(
     index_dtype = np.int32 if matrix.shape[1] < np.iinfo(np.int32).max else np.int64
     zero = torch.zeros((), device=device, dtype=dtype)
     if matrix.nnz:
-        edges = _bucket_edges(int(degrees.max()))
+        edges = _bucket_edges(int(degrees.max()), bucket_growth(torch.device(device)))
         which = np.searchsorted(edges, degrees)  # bucket of each row; empty rows land in 0
         for b, width in enumerate(edges):
             rows = np.flatnonzero((which == b) & (degrees > 0))

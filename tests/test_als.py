@@ -491,7 +491,7 @@ def test_bucket_widths_follow_the_device_growth_ratio():
     matrix = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(degrees.size, 400))
     buckets, _ = build_buckets(matrix, WEIGHTINGS.build("hkv"), torch.device("cpu"), torch.float32)
     padded = sum(len(b) * b.width for b in buckets)
-    assert padded / matrix.nnz < 1.05  # buckets 20% wide would pad these rows by ~9%
+    assert padded / matrix.nnz < 1.07  # buckets 20% wide would pad these rows by ~9%
 
 
 def test_registries_list_the_built_in_parts():

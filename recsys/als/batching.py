@@ -2,11 +2,10 @@
 
 Rows are sorted by their number of observed entries and grouped so that, within a bucket, the
 longest row is at most ~10% (CPU) or ~20% (GPU) longer than the shortest (exact lengths for short
-rows). Each bucket
-stores its rows' column indices padded to the bucket's longest row, and each entry's weight d and
-target g from the weighting (zero in padding). The sparsity structure and the values never change
-during a fit, so buckets are built once and reused every epoch: the per-entry terms cost nothing
-per half-epoch.
+rows). Each bucket stores its rows' column indices padded to the bucket's longest row, and each
+entry's weight d and target g from the weighting (zero in padding). The sparsity structure and
+the values never change during a fit, so buckets are built once and reused every epoch: the
+per-entry terms cost nothing per half-epoch.
 """
 
 from __future__ import annotations

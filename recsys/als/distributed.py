@@ -454,12 +454,11 @@ def _sharded_loss(
     e = weighting.observed_constant(v)
     p = model.params
     ratio = p["bias_regularization"] / p["regularization"] if p["regularization"] else 0.0
-    reg = side_regularization(Side(x, bx, user_reg), ratio) + side_regularization(
-        Side(y, by, item_reg), ratio
-    )
+    user_side, item_side = Side(x, bx, user_reg), Side(y, by, item_reg)
+    reg = side_regularization(user_side, ratio) + side_regularization(item_side, ratio)
     ones_x, ones_y = x.new_ones(x.shape[0]), y.new_ones(y.shape[0])
-    x_hat = Side(x, bx, user_reg).augmented(bx, ones_x)
-    y_hat = Side(y, by, item_reg).augmented(ones_y, by + mu if by is not None else ones_y * mu)
+    x_hat = user_side.augmented(bx, ones_x)
+    y_hat = item_side.augmented(ones_y, by + mu if by is not None else ones_y * mu)
     head = torch.stack([(d * s * s - 2.0 * g * s + e).sum(), (s * s).sum(), reg]).to(x_hat)
     sums = torch.cat([head, (x_hat.T @ x_hat).flatten(), (y_hat.T @ y_hat).flatten()])
     comm.all_reduce_sum(sums, "all-reduce of the loss")

@@ -548,32 +548,33 @@ class ALS:
         factors, bias = self._solve_side(*args, **kwargs)
         return factors.clone(), None if bias is None else bias.clone()
 
-    @staticmethod
-    def _write(
+    def _solve_into(
+        self,
+        structure: dict[str, Any],
+        fixed_factors: torch.Tensor,
+        fixed_bias: torch.Tensor | None,
         factors: torch.Tensor,
         bias: torch.Tensor | None,
-        solved: tuple[torch.Tensor, torch.Tensor | None],
+        workspace: Workspace | None,
     ) -> None:
-        """Copy a solve's result (in the solver's scratch) into the model's own tensors, in
-        place: no fresh memory per epoch."""
-        new_factors, new_bias = solved
+        """Solve one side and copy the result (in the solver's scratch) into that side's own
+        tensors, in place: no fresh memory per epoch."""
+        new_factors, new_bias = self._solve_side(
+            structure, fixed_factors, fixed_bias, factors, bias, workspace=workspace
+        )
         factors.copy_(new_factors)
         if bias is not None:
             bias.copy_(new_bias)
 
     def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
-        solved = self._solve_side(
-            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias,
-            workspace=workspace,
-        )  # fmt: skip
-        self._write(self.user_factors, self.user_bias, solved)
+        self._solve_into(
+            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias, workspace
+        )
 
     def _update_items(self, items: dict[str, Any], workspace: Workspace | None = None) -> None:
-        solved = self._solve_side(
-            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias,
-            workspace=workspace,
-        )  # fmt: skip
-        self._write(self.item_factors, self.item_bias, solved)
+        self._solve_into(
+            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias, workspace
+        )
 
     def _loss(
         self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor

@@ -57,6 +57,7 @@ __all__ = [
     "markdown_table",
     "parse_dataset",
     "prepare_dataset",
+    "rounds_table",
     "run_isolated",
     "run_spec",
     "write_plots",
@@ -660,8 +661,16 @@ def _worker_main(spec_path: str, out_path: str) -> None:
 
 # ------------------------------------------------------------------------------ ratios
 def _key(r: Mapping[str, Any]) -> tuple:
-    sweep = r.get("spec", {}).get("tags", {}).get("sweep")
-    return (r["dataset"], r["device"], r["factors"], r["iterations"], r["threads"], sweep)
+    tags = r.get("spec", {}).get("tags", {})
+    return (
+        r["dataset"],
+        r["device"],
+        r["factors"],
+        r["iterations"],
+        r["threads"],
+        tags.get("sweep"),
+        tags.get("round"),
+    )
 
 
 def _ok(r: Mapping[str, Any]) -> bool:
@@ -672,7 +681,8 @@ def add_ratios(results: Sequence[dict[str, Any]], reference: str = REFERENCE_MOD
     """Set ``ratio_epoch`` and ``ratio_fit`` (ours / reference) on every ``ours-*`` result.
 
     The reference is the implicit run with the same dataset, device, factors, iterations, threads
-    (and scaling sweep) in the same invocation; without one the ratios are None.
+    (and scaling sweep, and round of ``--rounds``) in the same invocation; without one the ratios
+    are None.
     """
     refs = {_key(r): r for r in results if r["model"] == reference and _ok(r)}
     for r in results:
@@ -871,6 +881,50 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
                 r.get(NDCG),
                 r.get("ratio_epoch"),
                 r.get("ratio_fit"),
+            ]
+        )
+    return markdown_table(headers, rows)
+
+
+def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Speed over interleaved rounds (``--rounds``): per (dataset, model, factors), the median of
+    the runs' seconds per epoch and of the per-round ratios ours / implicit, with their ranges.
+
+    Each ratio divides runs of the same round, which ran next to each other, so a slow spell of
+    a shared machine moves both sides of a ratio; the range shows how much the ratio still moved.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in results:
+        if _ok(r) and r.get("spec", {}).get("tags", {}).get("round") is not None:
+            key = (r["dataset"], r["model"], r["device"], r["factors"])
+            groups.setdefault(key, []).append(r)
+
+    def spread(values: list[float]) -> str:
+        if not values:
+            return "-"
+        return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+    headers = [
+        "dataset",
+        "model",
+        "device",
+        "factors",
+        "rounds",
+        "s/epoch: median (range)",
+        "ours/implicit s/epoch: median (range)",
+    ]
+    rows = []
+    for (dataset, model, device, factors), runs in groups.items():
+        ratios = [r["ratio_epoch"] for r in runs if r.get("ratio_epoch") is not None]
+        rows.append(
+            [
+                dataset,
+                model,
+                device,
+                factors,
+                len(runs),
+                spread([r["seconds_per_epoch"] for r in runs]),
+                spread(ratios) if MODELS[model][0] == "ours" else "-",
             ]
         )
     return markdown_table(headers, rows)

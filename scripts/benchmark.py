@@ -5,6 +5,8 @@ One command, three modes (any combination, ``--mode table ttq scaling``):
 * ``table`` (default): for every dataset x factors x model, seconds per epoch (median), total fit
   seconds, peak memory, Recall@20 and NDCG@20 (full ranking, training items excluded, the same
   ``recsys.eval`` code for both libraries) and the time ratios ours / implicit of this run.
+  ``--rounds N`` repeats every group with the models taking turns and adds the median and range of
+  the per-round ratios, the figure to quote from a shared, noisy machine.
 * ``ttq``: time to quality: wall clock (training plus the evaluation after every epoch that early
   stopping needs) until Recall@20 reaches ``--target`` (default 0.1791 on Gowalla).
 * ``scaling``: seconds per epoch against nnz (``--scaling-multiples`` of a synthetic base) and
@@ -17,6 +19,7 @@ when its CUDA build is present, else ours alone) and names the card. Results go 
 
     python scripts/benchmark.py --smoke                              # seconds, CI
     python scripts/benchmark.py --datasets gowalla --factors 64 128 256 512
+    python scripts/benchmark.py --datasets gowalla --factors 128 512 --rounds 3 --iterations 3
     python scripts/benchmark.py --datasets ml-100k --factors 32 64 128
     python scripts/benchmark.py --mode ttq --ttq-factors 256 512
     python scripts/benchmark.py --mode scaling --scaling-base synthetic:medium
@@ -52,6 +55,7 @@ from recsys.benchmarking import (
     machine_markdown,
     parse_dataset,
     prepare_dataset,
+    rounds_table,
     run_in_process,
     run_isolated,
     scaling_table,
@@ -130,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--factors", nargs="+", type=int, default=[64, 128, 256])
     g.add_argument("--iterations", type=int, default=15)
+    g.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every (dataset, factors) group this many times, the models taking turns "
+        "(A B C A B C ...), and report the median and range of s/epoch and of the per-round "
+        "ratios: on a shared machine, runs next to each other see the same load. Only the "
+        "first round evaluates (the factors do not change between rounds)",
+    )
     g = p.add_argument_group("our model")
     g.add_argument(
         "--solver",
@@ -190,6 +203,7 @@ def apply_smoke(args: argparse.Namespace) -> None:
     args.datasets = ["synthetic:tiny"]
     args.factors = [4, 8]
     args.iterations = 2
+    args.rounds = 2
     args.ttq_datasets = ["synthetic:tiny"]
     args.ttq_factors = [8]
     args.ttq_iterations = 3
@@ -406,6 +420,17 @@ def report(bench: Bench) -> str:
         )
     if bench.results["table"]:
         lines += ["", "## Speed and quality", "", comparison_table(bench.results["table"])]
+    if a.rounds > 1 and bench.results["table"]:
+        lines += [
+            "",
+            f"## Speed over {a.rounds} interleaved rounds",
+            "",
+            "The models of every (dataset, factors) group took turns, round after round; each "
+            "ratio divides two runs of the same round. Recall and NDCG come from the first round "
+            "(the table above lists every run).",
+            "",
+            rounds_table(bench.results["table"]),
+        ]
     if bench.results["ttq"]:
         lines += [
             "",
@@ -436,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(str(err)) from None
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
     if args.device.startswith("cuda"):
         import torch
 
@@ -448,9 +475,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if "table" in args.mode:
         specs = [
-            bench.spec(d, m, f, args.iterations)
+            bench.spec(
+                d,
+                m,
+                f,
+                args.iterations,
+                evaluate=r == 1,
+                tags={"round": r} if args.rounds > 1 else {},
+            )
             for d in args.datasets
             for f in args.factors
+            for r in range(1, args.rounds + 1)
             for m in args.models
             if bench.runnable(m)
         ]

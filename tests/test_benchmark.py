@@ -41,15 +41,22 @@ def test_smoke_runs_every_mode_without_failures(smoke):
     errors = [r["error"] for mode in ("table", "ttq", "scaling") for r in doc[mode] if "error" in r]
     assert errors == []
     assert rc == 0
-    # 3 models x 2 factor counts; 2 ttq runs; (2 multiples + 2 factor counts) x 2 models
-    assert len(doc["table"]) == 6
+    # 3 models x 2 factor counts x 2 rounds; 2 ttq runs; (2 multiples + 2 factor counts) x 2 models
+    assert len(doc["table"]) == 12
     assert len(doc["ttq"]) == 2
     assert len(doc["scaling"]) == 8
+
+
+def _round(r):
+    return r["spec"]["tags"]["round"]
 
 
 def test_smoke_table_values_are_sane(smoke):
     _, _, doc = smoke
     for r in doc["table"]:
+        if _round(r) > 1:  # later rounds only time the training
+            assert r.get("recall@20") is None
+            continue
         assert 0.0 <= r["recall@20"] <= 1.0
         assert 0.0 <= r["ndcg@20"] <= 1.0
         assert r["epochs"] == r["iterations"] == 2
@@ -61,16 +68,16 @@ def test_smoke_table_values_are_sane(smoke):
     # the low-rank synthetic data is learnable: every model beats a random ranking by far
     meta = doc["datasets"]["synthetic:tiny"]
     random_recall = 20 / meta["n_items"]
-    assert all(r["recall@20"] > 2 * random_recall for r in doc["table"])
+    assert all(r["recall@20"] > 2 * random_recall for r in doc["table"] if _round(r) == 1)
 
 
-def test_smoke_ratio_is_ours_over_implicit_of_reported_seconds(smoke):
+def test_smoke_ratio_is_ours_over_implicit_of_the_same_round(smoke):
     _, _, doc = smoke
-    implicit = {r["factors"]: r for r in doc["table"] if r["model"] == "implicit-cg"}
+    implicit = {(r["factors"], _round(r)): r for r in doc["table"] if r["model"] == "implicit-cg"}
     ours = [r for r in doc["table"] if r["library"] == "ours"]
-    assert len(ours) == 4
+    assert len(ours) == 8 and len(implicit) == 4
     for r in ours:
-        ref = implicit[r["factors"]]
+        ref = implicit[r["factors"], _round(r)]
         assert r["reference"] == "implicit-cg"
         assert r["ratio_epoch"] == pytest.approx(r["seconds_per_epoch"] / ref["seconds_per_epoch"])
         assert r["ratio_fit"] == pytest.approx(r["fit_seconds"] / ref["fit_seconds"])
@@ -119,10 +126,18 @@ def test_smoke_scaling_grows_nnz(smoke):
     assert sweeps == ["factors"] * 4 + ["nnz"] * 4
 
 
+def test_smoke_runs_the_models_in_turns_round_after_round(smoke):
+    _, _, doc = smoke
+    order = [(r["factors"], _round(r), r["model"]) for r in doc["table"]]
+    models = ["ours-hkv", "ours-ials", "implicit-cg"]
+    assert order == [(f, n, m) for f in (4, 8) for n in (1, 2) for m in models]
+
+
 def test_smoke_writes_markdown_and_pngs(smoke):
     _, out, doc = smoke
     md = (out / "results.md").read_text()
     assert "| dataset | model | device | factors |" in md
+    assert "## Speed over 2 interleaved rounds" in md
     assert doc["machine"]["cpu"] in md
     assert f"torch {doc['machine']['torch']}" in md
     for name in (
@@ -158,7 +173,7 @@ def test_resume_keeps_matching_runs_and_runs_only_the_missing_ones(smoke, tmp_pa
 
 
 # ------------------------------------------------------------------------------ pieces
-def _result(model, factors, spe, fit, *, dataset="d", error=None, sweep=None):
+def _result(model, factors, spe, fit, *, dataset="d", error=None, sweep=None, round_=None):
     r = {
         "dataset": dataset,
         "model": model,
@@ -169,7 +184,7 @@ def _result(model, factors, spe, fit, *, dataset="d", error=None, sweep=None):
         "threads": 2,
         "seconds_per_epoch": spe,
         "fit_seconds": fit,
-        "spec": {"tags": {"sweep": sweep} if sweep else {}},
+        "spec": {"tags": {k: v for k, v in (("sweep", sweep), ("round", round_)) if v}},
     }
     if error:
         r["error"] = error
@@ -203,6 +218,31 @@ def test_add_ratios_keeps_scaling_sweeps_apart():
     bm.add_ratios(rows)
     assert rows[0]["ratio_epoch"] == pytest.approx(2.0)
     assert rows[2]["ratio_epoch"] == pytest.approx(4.0)
+
+
+def test_add_ratios_pairs_runs_of_the_same_round():
+    rows = [
+        _result("ours-hkv", 64, 4.0, 4.0, round_=1),
+        _result("implicit-cg", 64, 2.0, 2.0, round_=1),
+        _result("ours-hkv", 64, 3.0, 3.0, round_=2),
+        _result("implicit-cg", 64, 3.0, 3.0, round_=2),
+    ]
+    bm.add_ratios(rows)
+    assert [rows[0]["ratio_epoch"], rows[2]["ratio_epoch"]] == pytest.approx([2.0, 1.0])
+
+
+def test_rounds_table_reports_medians_and_ranges_of_the_per_round_ratios():
+    rows = []
+    for n, (ours, ref) in enumerate([(4.0, 2.0), (3.0, 3.0), (5.0, 2.0)], 1):
+        rows += [_result("ours-hkv", 64, ours, ours, round_=n),
+                 _result("implicit-cg", 64, ref, ref, round_=n)]  # fmt: skip
+    rows.append(_result("ours-hkv", 128, 1.0, 1.0))  # not part of a rounds run: left out
+    bm.add_ratios(rows)
+    lines = bm.rounds_table(rows).splitlines()
+    assert len(lines) == 4  # header, rule, one row per model
+    # ratios 2.0, 1.0, 2.5: median 2.0; seconds 4, 3, 5: median 4
+    assert lines[2] == "| d | ours-hkv | cpu | 64 | 3 | 4.000 (3.000-5.000) | 2.000 (1.000-2.500) |"
+    assert lines[3] == "| d | implicit-cg | cpu | 64 | 3 | 2.000 (2.000-3.000) | - |"
 
 
 def test_add_ttq_ratios_uses_the_fastest_reference():

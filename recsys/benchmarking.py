@@ -660,16 +660,20 @@ def _worker_main(spec_path: str, out_path: str) -> None:
 
 
 # ------------------------------------------------------------------------------ ratios
+def _tag(r: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """A tag of the run's spec (``sweep`` of the scaling mode, ``round`` of ``--rounds``)."""
+    return r.get("spec", {}).get("tags", {}).get(name, default)
+
+
 def _key(r: Mapping[str, Any]) -> tuple:
-    tags = r.get("spec", {}).get("tags", {})
     return (
         r["dataset"],
         r["device"],
         r["factors"],
         r["iterations"],
         r["threads"],
-        tags.get("sweep"),
-        tags.get("round"),
+        _tag(r, "sweep"),
+        _tag(r, "round"),
     )
 
 
@@ -895,7 +899,7 @@ def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in results:
-        if _ok(r) and r.get("spec", {}).get("tags", {}).get("round") is not None:
+        if _ok(r) and _tag(r, "round") is not None:
             key = (r["dataset"], r["model"], r["device"], r["factors"])
             groups.setdefault(key, []).append(r)
 
@@ -924,7 +928,7 @@ def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
                 factors,
                 len(runs),
                 spread([r["seconds_per_epoch"] for r in runs]),
-                spread(ratios) if MODELS[model][0] == "ours" else "-",
+                spread(ratios),  # "-" for implicit, which has no ratio
             ]
         )
     return markdown_table(headers, rows)
@@ -988,7 +992,7 @@ def scaling_table(results: Sequence[Mapping[str, Any]], meta: Mapping[str, Mappi
     for r in results:
         m = meta.get(r["dataset"], {})
         lead = [
-            r.get("spec", {}).get("tags", {}).get("sweep", "-"),
+            _tag(r, "sweep", "-"),
             r["dataset"],
             m.get("n_users"),
             m.get("n_items"),
@@ -1113,7 +1117,7 @@ def write_plots(
             ax.grid(alpha=0.3)
             save(fig, f"recall_vs_seconds_{safe}")
 
-    nnz_rows = [r for r in scaling if r.get("spec", {}).get("tags", {}).get("sweep") == "nnz"]
+    nnz_rows = [r for r in scaling if _tag(r, "sweep") == "nnz"]
     if nnz_rows:
         fig, ax = plt.subplots(figsize=(6, 4))
         pts: dict[str, list[tuple]] = {}
@@ -1139,7 +1143,7 @@ def write_plots(
         ax.legend()
         ax.grid(alpha=0.3, which="both")
         save(fig, "seconds_vs_nnz")
-    f_rows = [r for r in scaling if r.get("spec", {}).get("tags", {}).get("sweep") == "factors"]
+    f_rows = [r for r in scaling if _tag(r, "sweep") == "factors"]
     if f_rows:
         fig, ax = plt.subplots(figsize=(6, 4))
         for model, p in _series(f_rows, "factors", "seconds_per_epoch").items():

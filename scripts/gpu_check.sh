@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA tests plus the GPU benchmark, in one run of well under 8 minutes
-# (about 3 minutes on an H200 in session 6).
+# The GPU check, in one run of under 10 minutes: the CUDA tests, the exact-epoch benchmark, the
+# whole Gowalla run on the GPU (load, train, full evaluation, index export) and the stage
+# benchmark (time to quality GPU against CPU, evaluation at 1024 factors, top-500 candidates).
 #
 # On a machine with a GPU and the project installed:   bash scripts/gpu_check.sh [OUT_DIR]
 #
 # Through the device tool (its image has torch but not faiss, hydra or omegaconf): first fetch
 # the missing wheels here, once per session (.whl/ is git-ignored):
 #   bash scripts/gpu_check.sh --fetch-wheels
-# then run on the device machine with carry=[".whl"]:
-#   bash scripts/gpu_check.sh "$OUT"
+# The Gowalla steps read DATA_ROOT (default ../shared/data, which does not travel to the device
+# machine: copy ../shared/data/gowalla into an ignored .gpudata/ and carry it). Then run on the
+# device machine with carry=[".whl", ".gpudata"]:
+#   DATA_ROOT=.gpudata bash scripts/gpu_check.sh "$OUT"
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,10 +48,22 @@ export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$out/card.txt"
 status=0
 # 1. every test marked cuda (they skip without CUDA, so a skip here is a failure to look at)
-timeout 180 "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider tests 2>&1 | tee "$out/cuda_tests.log"
+timeout 150 "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider tests 2>&1 | tee "$out/cuda_tests.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-# 2. the GPU benchmark: MovieLens-20M-scale synthetic, 64..1024 factors, fp32
-timeout 300 "$PY" scripts/benchmark.py --device cuda --datasets synthetic:ml20m \
+# 2. the whole Gowalla run on the GPU: its metadata.json has the per-stage timings
+data_root="$(realpath "${DATA_ROOT:-../shared/data}")"
+run_dir="$(mktemp -d)/gowalla_gpu"
+timeout 150 "$PY" scripts/train.py +experiment=gowalla als.device=cuda progress=false \
+    data.path="$data_root/gowalla" hydra.run.dir="$run_dir" 2>&1 | tee "$out/gowalla_gpu.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+cp "$run_dir/metrics.json" "$out/gowalla_gpu_metrics.json" 2>/dev/null
+cp "$run_dir/metadata.json" "$out/gowalla_gpu_metadata.json" 2>/dev/null
+# 3. time to quality GPU against CPU, evaluation at 1024 factors, candidates on the GPU
+timeout 240 "$PY" scripts/benchmark_gpu.py --data-root "$data_root" --out "$out/stages" \
+    --cpu-threads "$(nproc)" 2>&1 | tee "$out/stages.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# 4. the exact-epoch benchmark: MovieLens-20M-scale synthetic, 64..1024 factors, fp32
+timeout 240 "$PY" scripts/benchmark.py --device cuda --datasets synthetic:ml20m \
     --factors 64 128 256 512 1024 --iterations 5 --threads 16 --timeout 240 --out "$out/bench" \
     2>&1 | tee "$out/benchmark.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

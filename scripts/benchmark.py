@@ -43,25 +43,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recsys.benchmarking import (
-    MODELS,
-    REFERENCE_MODEL,
-    RunSpec,
-    add_ratios,
-    add_ttq_ratios,
-    comparison_table,
-    dataset_defaults,
-    machine_info,
-    machine_markdown,
-    parse_dataset,
-    prepare_dataset,
-    rounds_table,
-    run_in_process,
-    run_isolated,
-    scaling_table,
-    ttq_table,
-    write_plots,
-)
+# benchmarks/ is a folder of the repository, not an installed package: put the repository root
+# first on the path (recsys then comes from the same repository, as in the worker processes)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.datasets import dataset_defaults, parse_dataset, prepare_dataset
+from benchmarks.isolation import run_in_process, run_isolated
+from benchmarks.machine import machine_info, machine_markdown
+from benchmarks.plots import write_plots
+from benchmarks.results import add_ratios, add_ttq_ratios
+from benchmarks.runs import MODELS, REFERENCE_MODEL, RunSpec
+from benchmarks.tables import comparison_table, rounds_table, scaling_table, ttq_table
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"

@@ -21,14 +21,16 @@ row) plus one chunk, instead of the whole table plus its sort. The result equals
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from recsys.data.csr import DUPLICATE_RULES, csr
 from recsys.data.errors import DataError
-from recsys.data.interactions import DUPLICATE_RULES, Interactions, _csr
+from recsys.data.interactions import Interactions
 
-__all__ = ["IdCounter", "build_from_chunks", "exact_in_float32"]
+__all__ = ["IdCounter", "Scan", "build_from_chunks", "exact_in_float32"]
 
 
 class IdCounter:
@@ -206,8 +208,8 @@ def build_from_chunks(
     if data.dtype != np.float32:
         data = data.astype(np.float32)
     shape = (n_users, n_items)
-    matrix = _csr(data, indices, out_ptr, shape)
-    tmat = None if times is None else _csr(times, indices, out_ptr, shape)
+    matrix = csr(data, indices, out_ptr, shape)
+    tmat = None if times is None else csr(times, indices, out_ptr, shape)
     return Interactions(matrix, user_ids, item_ids, tmat, None, source)
 
 
@@ -275,3 +277,18 @@ def _combine_in_place(
         write += m
         r0 = r1
     return write, row_nnz
+
+
+@dataclass
+class Scan:
+    """What the first pass over a file found: the id maps, rows per user, and storage dtypes."""
+
+    user_ids: np.ndarray
+    user_rows: np.ndarray
+    item_ids: np.ndarray
+    n_rows: int
+    value_dtype: Any
+    timestamp_dtype: Any
+    #: problems ``Interactions.from_columns`` reports after reading (raised by the caller, after
+    #: its own checks, in this order)
+    pending: list[DataError]

@@ -43,7 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recsys.data.interactions import Interactions, _csr
+from recsys.data.csr import csr
+from recsys.data.interactions import Interactions
 
 __all__ = ["SYNTHETIC_PRESETS", "synthetic", "synthetic_preset"]
 
@@ -207,8 +208,8 @@ def synthetic(
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
     shape = (n_users, n_items)
-    matrix = _csr(data, cols, indptr, shape)
-    tmat = _csr(ts, cols, indptr, shape)
+    matrix = csr(data, cols, indptr, shape)
+    tmat = csr(ts, cols, indptr, shape)
     ids_u = np.arange(n_users, dtype=np.int64)
     ids_i = np.arange(n_items, dtype=np.int64)
     src = f"synthetic(n_users={n_users}, n_items={n_items}, nnz={matrix.nnz}, seed={seed})"

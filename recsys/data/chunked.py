@@ -166,29 +166,9 @@ def build_from_chunks(
     for chunk in chunks():
         u = encode_user(np.asarray(chunk["user"]))
         i = encode_item(np.asarray(chunk["item"]))
-        if u.size == 0:
-            continue
-        # each row goes to its user's next free slot; a stable sort keeps the file order
-        order = np.argsort(u, kind="stable")
-        us = u[order]
-        start = np.flatnonzero(np.concatenate(([True], us[1:] != us[:-1])))
-        length = np.diff(np.append(start, us.size))
-        rank = np.arange(us.size) - np.repeat(start, length)
-        first = us[start]
-        if np.any(cursor[first] + length > indptr[first + 1]):
-            raise DataError(
-                "a user has more rows than the first pass over the file counted",
-                path=source,
-                fix="do not change the file while it is being loaded",
-            )
-        pos = cursor[us] + rank
-        cursor[first] += length
-        indices[pos] = i[order]
-        values = chunk.get("value")
-        data[pos] = 1.0 if values is None else np.asarray(values)[order]
-        if times is not None:
-            times[pos] = np.asarray(chunk["timestamp"])[order]
-        del u, i, order, us, rank, pos
+        if u.size:
+            _place(chunk, u, i, cursor, indptr, indices, data, times, source)
+        del u, i
     if not np.array_equal(cursor, indptr[1:]):
         raise DataError(
             "the file has fewer rows than the first pass over it counted",
@@ -211,6 +191,41 @@ def build_from_chunks(
     matrix = csr(data, indices, out_ptr, shape)
     tmat = None if times is None else csr(times, indices, out_ptr, shape)
     return Interactions(matrix, user_ids, item_ids, tmat, None, source)
+
+
+def _place(
+    chunk: Mapping[str, Any],
+    u: np.ndarray,
+    i: np.ndarray,
+    cursor: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    times: np.ndarray | None,
+    source: str | None,
+) -> None:
+    """Write one chunk's rows (user codes ``u``, item codes ``i``) into the CSR arrays and move
+    each user's ``cursor`` (next free slot) on; raises when a user outgrows the counted rows."""
+    # each row goes to its user's next free slot; a stable sort keeps the file order
+    order = np.argsort(u, kind="stable")
+    us = u[order]
+    start = np.flatnonzero(np.concatenate(([True], us[1:] != us[:-1])))
+    length = np.diff(np.append(start, us.size))
+    rank = np.arange(us.size) - np.repeat(start, length)
+    first = us[start]
+    if np.any(cursor[first] + length > indptr[first + 1]):
+        raise DataError(
+            "a user has more rows than the first pass over the file counted",
+            path=source,
+            fix="do not change the file while it is being loaded",
+        )
+    pos = cursor[us] + rank
+    cursor[first] += length
+    indices[pos] = i[order]
+    values = chunk.get("value")
+    data[pos] = 1.0 if values is None else np.asarray(values)[order]
+    if times is not None:
+        times[pos] = np.asarray(chunk["timestamp"])[order]
 
 
 def _shrink(arr: np.ndarray, n: int) -> np.ndarray:

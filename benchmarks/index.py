@@ -352,9 +352,8 @@ def run_benchmark(
         reference=(exact, queries[: min(nq, paired_queries)]) if paired_queries > 0 else None,
     )
     exact_runs = [(nq / wall, nq / cpu)]
-    sweeper.rows.append(
-        BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu)
-    )
+    exact_row = BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu)
+    sweeper.rows.append(exact_row)
     logger.info("exact: %.0f QPS, %.0f per CPU second", nq / wall, nq / cpu)
     for kind in kinds:
         for mips in mips_variants:
@@ -362,13 +361,9 @@ def run_benchmark(
                 for nlist in nlists:
                     nl = default_nlist(len(items)) if nlist is None else int(nlist)
                     family = _ivf_family(
-                        items,
-                        nlist=nl,
-                        mips=mips,
-                        codes=ivf_codes,
-                        train_per_list=train_per_list,
-                        seed=seed,
-                    )
+                        items, nlist=nl, mips=mips, codes=ivf_codes,
+                        train_per_list=train_per_list, seed=seed,
+                    )  # fmt: skip
                     sweeper.sweep_ivf_family(family, mips, nl, k_factors)
                     del family
             elif kind == "hnsw":
@@ -379,11 +374,7 @@ def run_benchmark(
     # the exact search again, at the end: speed-ups use the faster of the two measurements
     last = _timed_search(exact, queries, k, repeats, min_seconds)
     exact_runs.append((nq / last.wall, nq / last.cpu))
-    _set_speedups(sweeper.rows, exact_runs, clock)
-    if meta is not None:
-        meta["clock"] = clock
-        meta["exact_qps_start_end"] = [round(r[0], 1) for r in exact_runs]
-        meta["exact_cpu_qps_start_end"] = [round(r[1], 1) for r in exact_runs]
+    _set_speedups(sweeper.rows, exact_runs, clock, meta)
     return sweeper.rows
 
 
@@ -479,9 +470,15 @@ class _Sweeper:
         del index
 
 
-def _set_speedups(rows: list[BenchRow], exact_runs: list[tuple[float, float]], clock: str) -> None:
+def _set_speedups(
+    rows: list[BenchRow],
+    exact_runs: list[tuple[float, float]],
+    clock: str,
+    meta: dict[str, Any] | None,
+) -> None:
     """Speed-ups on the run's clock: over the paired exact search where a row has one, else
-    over the faster of the exact searches at the start and the end (also the exact row's QPS)."""
+    over the faster of the exact searches at the start and the end (also the exact row's QPS).
+    ``meta``, when given, receives the clock and those exact throughputs."""
     ref_wall = max(r[0] for r in exact_runs)
     ref_cpu = max(r[1] for r in exact_runs)
     rows[0].qps, rows[0].cpu_qps = ref_wall, ref_cpu
@@ -489,3 +486,7 @@ def _set_speedups(rows: list[BenchRow], exact_runs: list[tuple[float, float]], c
         base_wall = row.extra.get("exact_qps_paired", ref_wall)
         base_cpu = row.extra.get("exact_cpu_qps_paired", ref_cpu)
         row.speedup = row.cpu_qps / base_cpu if clock == "cpu" else row.qps / base_wall
+    if meta is not None:
+        meta["clock"] = clock
+        meta["exact_qps_start_end"] = [round(r[0], 1) for r in exact_runs]
+        meta["exact_cpu_qps_start_end"] = [round(r[1], 1) for r in exact_runs]

@@ -6,8 +6,11 @@ optionally a separate test file for a predefined split::
     data = load_table("events.csv", user_col="user", item_col="item", value_col="clicks")
     split = load_table_split("train.tsv", "test.tsv", user_col=0, item_col=1, header=False)
 
-Parsing uses numpy's C reader (``np.loadtxt``), so it is fast; only when that fails does a
-line-by-line pass run to find the first bad line and report it precisely. Every problem is a
+This module chooses the reader (format, whole or chunked); each format has its own module
+(:mod:`recsys.data.delimited` and :mod:`recsys.data.delimited_chunks` for text, over the shared
+:mod:`recsys.data.text_parser`; :mod:`recsys.data.parquet`). Parsing uses numpy's C reader
+(``np.loadtxt``), so it is fast; only when that fails does a line-by-line pass run to find the
+first bad line and report it precisely. Every problem is a
 :class:`~recsys.data.errors.DataError` naming the file, the line and what to fix.
 
 Files are read ``chunk_rows`` lines (Parquet: rows, row group by row group) at a time, in two

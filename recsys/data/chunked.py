@@ -307,3 +307,29 @@ class Scan:
     #: problems ``Interactions.from_columns`` reports after reading (raised by the caller, after
     #: its own checks, in this order)
     pending: list[DataError]
+
+    @classmethod
+    def of(
+        cls,
+        users: IdCounter,
+        items: IdCounter,
+        n_rows: int,
+        *,
+        values_exact: bool,
+        has_timestamps: bool,
+        times_int: bool,
+        pending: list[DataError],
+    ) -> Scan:
+        """The result of a first pass from its id counters and what it saw of the columns:
+        values are stored as float32 when every one is exact in it (else float64), timestamps
+        as int64 when every one is an integer (else float64)."""
+        user_ids, user_rows = users.result()
+        return cls(
+            user_ids,
+            user_rows,
+            items.result()[0],
+            n_rows,
+            np.float32 if values_exact else np.float64,
+            None if not has_timestamps else (np.int64 if times_int else np.float64),
+            pending,
+        )

@@ -210,16 +210,14 @@ class TextSource:
         for name, counter in (("user", users), ("item", items)):
             if name in self.ids_to_int:
                 counter.as_int()
-        names = {c.name for c in self.specs}
-        user_ids, user_rows = users.result()
-        return Scan(
-            user_ids,
-            user_rows,
-            items.result()[0],
+        return Scan.of(
+            users,
+            items,
             n_rows,
-            np.float32 if values_exact else np.float64,
-            None if "timestamp" not in names else (np.int64 if times_int else np.float64),
-            [],
+            values_exact=values_exact,
+            has_timestamps="timestamp" in {c.name for c in self.specs},
+            times_int=times_int,
+            pending=[],
         )
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:

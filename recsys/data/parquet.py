@@ -211,15 +211,14 @@ class ParquetSource:
                 raise problem
         if self.file.metadata.num_rows == 0:
             raise DataError("the table has no rows", path=self.path, fix="check the file")
-        user_ids, user_rows = users.result()
-        return Scan(
-            user_ids,
-            user_rows,
-            items.result()[0],
+        return Scan.of(
+            users,
+            items,
             n_rows,
-            np.float32 if values_exact else np.float64,
-            None if "timestamp" not in self.cols else (np.int64 if times_int else np.float64),
-            [pending[k] for k in ("user", "item", "timestamp") if k in pending],
+            values_exact=values_exact,
+            has_timestamps="timestamp" in self.cols,
+            times_int=times_int,
+            pending=[pending[k] for k in ("user", "item", "timestamp") if k in pending],
         )
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:

@@ -134,6 +134,15 @@ class _Layout:
             "timestamp": (self.timestamp_col, "time"),
         }
 
+    def text_options(self) -> dict[str, Any]:
+        """The separator, header, column names and encoding of a delimited text file."""
+        return {
+            "sep": self.sep,
+            "header": self.header,
+            "names": self.names,
+            "encoding": self.encoding,
+        }
+
     def is_parquet(self, path: Path) -> bool:
         """Parquet for ``.parquet`` / ``.pq`` files or ``format="parquet"``, else text."""
         fmt = self.format or ("parquet" if path.suffix.lower() in (".parquet", ".pq") else "text")
@@ -150,14 +159,7 @@ def _read_any(path: PathLike, layout: _Layout) -> dict[str, Any]:
     wanted = layout.wanted()
     if layout.is_parquet(path):
         return read_parquet(path, wanted)
-    return read_delimited(
-        path,
-        wanted,
-        sep=layout.sep,
-        header=layout.header,
-        names=layout.names,
-        encoding=layout.encoding,
-    )
+    return read_delimited(path, wanted, **layout.text_options())
 
 
 def _open_chunked(path: PathLike, layout: _Layout, chunk_rows: int) -> TextSource | ParquetSource:
@@ -166,14 +168,7 @@ def _open_chunked(path: PathLike, layout: _Layout, chunk_rows: int) -> TextSourc
     wanted = layout.wanted()
     if layout.is_parquet(path):
         return ParquetSource(path, wanted, chunk_rows)
-    specs, sep, quote = delimited_setup(
-        path,
-        wanted,
-        sep=layout.sep,
-        header=layout.header,
-        names=layout.names,
-        encoding=layout.encoding,
-    )
+    specs, sep, quote = delimited_setup(path, wanted, **layout.text_options())
     return TextSource(
         path,
         specs,

@@ -43,25 +43,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recsys.benchmarking import (
-    MODELS,
-    REFERENCE_MODEL,
-    RunSpec,
-    add_ratios,
-    add_ttq_ratios,
-    comparison_table,
-    dataset_defaults,
-    machine_info,
-    machine_markdown,
-    parse_dataset,
-    prepare_dataset,
-    rounds_table,
-    run_in_process,
-    run_isolated,
-    scaling_table,
-    ttq_table,
-    write_plots,
-)
+# benchmarks/ is a folder of the repository, not an installed package: put the repository root
+# first on the path (recsys then comes from the same repository, as in the worker processes)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.datasets import dataset_defaults, parse_dataset, prepare_dataset
+from benchmarks.isolation import run_in_process, run_isolated
+from benchmarks.machine import machine_info, machine_markdown
+from benchmarks.plots import write_plots
+from benchmarks.results import add_ratios, add_ttq_ratios
+from benchmarks.runs import MODELS, REFERENCE_MODEL, RunSpec
+from benchmarks.tables import comparison_table, rounds_table, scaling_table, ttq_table
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
@@ -124,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run in this process instead of a fresh one per run (peak memory is then "
         "the process's, not the run's)",
     )
+    _add_table_arguments(p)
+    _add_model_arguments(p)
+    _add_ttq_arguments(p)
+    _add_scaling_arguments(p)
+    return p
+
+
+def _add_table_arguments(p: argparse.ArgumentParser) -> None:
+    """The table mode: datasets, models, factors, epochs, rounds."""
     g = p.add_argument_group("table")
     g.add_argument("--datasets", nargs="+", default=["gowalla"])
     g.add_argument(
@@ -143,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ratios: on a shared machine, runs next to each other see the same load. Only the "
         "first round evaluates (the factors do not change between rounds)",
     )
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Our solver and precision, and the hyperparameters of both objectives."""
     g = p.add_argument_group("our model")
     g.add_argument(
         "--solver",
@@ -171,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ials-regularization", type=float, default=None, help="iALS lambda")
     g.add_argument("--alpha0", type=float, default=None, help="iALS unobserved weight")
     g.add_argument("--reg-exponent", type=float, default=None, help="iALS nu")
+
+
+def _add_ttq_arguments(p: argparse.ArgumentParser) -> None:
+    """The time-to-quality mode: target, datasets, models, factors, patience."""
     g = p.add_argument_group("time to quality")
     g.add_argument("--target", type=float, default=0.1791, help="Recall@20 to reach")
     g.add_argument("--ttq-datasets", nargs="+", default=None, help="default: gowalla")
@@ -185,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="give up after this many epochs without a better Recall@20 (0: never)",
     )
+
+
+def _add_scaling_arguments(p: argparse.ArgumentParser) -> None:
+    """The scaling mode: the nnz sweep and the factors sweep."""
     g = p.add_argument_group("scaling")
     g.add_argument("--scaling-base", default="synthetic:small")
     g.add_argument("--scaling-multiples", nargs="+", type=int, default=[1, 4, 16])
@@ -194,7 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--scaling-models", nargs="+", choices=sorted(MODELS), default=["ours-hkv", "implicit-cg"]
     )
     g.add_argument("--scaling-iterations", type=int, default=3)
-    return p
 
 
 def apply_smoke(args: argparse.Namespace) -> None:
@@ -454,9 +466,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_smoke(args)
     if args.out is None:
         args.out = REPO / "outputs" / "benchmark" / time.strftime("%Y-%m-%d-%H%M%S")
+    _validate(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(args.threads, args.device)
+    bench = Bench(args, machine)
+    _log(machine_markdown(machine))
+    if "table" in args.mode:
+        bench.run("table", _table_specs(bench, args))
+    if "ttq" in args.mode:
+        bench.run("ttq", _ttq_specs(bench, args))
+    if "scaling" in args.mode:
+        bench.run("scaling", _scaling_specs(bench, args))
+    return _write_results(bench, args)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Fail fast on a typo or an impossible setting, before hours of running."""
     for name in [*args.datasets, *(args.ttq_datasets or []), args.scaling_base]:
         try:
-            parse_dataset(name)  # fail fast on a typo, before hours of running
+            parse_dataset(name)
         except ValueError as err:
             raise SystemExit(str(err)) from None
     if args.threads < 1:
@@ -468,75 +496,80 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
-    args.out.mkdir(parents=True, exist_ok=True)
-    machine = machine_info(args.threads, args.device)
-    bench = Bench(args, machine)
-    _log(machine_markdown(machine))
 
-    if "table" in args.mode:
-        specs = [
-            bench.spec(
-                d,
-                m,
-                f,
-                args.iterations,
-                evaluate=r == 1,
-                tags={"round": r} if args.rounds > 1 else {},
-            )
-            for d in args.datasets
-            for f in args.factors
-            for r in range(1, args.rounds + 1)
-            for m in args.models
-            if bench.runnable(m)
-        ]
-        bench.run("table", specs)
-    if "ttq" in args.mode:
-        datasets = args.ttq_datasets or ["gowalla"]
-        factors = args.ttq_factors or args.factors
-        patience = args.ttq_patience or None
-        specs = [
-            bench.spec(d, m, f, args.ttq_iterations, target=args.target, patience=patience)
-            for d in datasets
-            for f in factors
-            for m in args.ttq_models
-            if bench.runnable(m)
-        ]
-        bench.run("ttq", specs)
-    if "scaling" in args.mode:
-        base = parse_dataset(args.scaling_base)
-        if base["family"] != "synthetic":
-            raise SystemExit("--scaling-base must be a synthetic dataset (synthetic:<preset>)")
-        stem = f"synthetic:{base['preset']}"
-        specs = []
-        for mult in args.scaling_multiples:
-            name = stem if mult * base["multiple"] == 1 else f"{stem}*{mult * base['multiple']}"
-            specs += [
-                bench.spec(
-                    name,
-                    m,
-                    args.scaling_fixed_factors,
-                    args.scaling_iterations,
-                    evaluate=False,
-                    tags={"sweep": "nnz", "multiple": mult},
-                )
-                for m in args.scaling_models
-                if bench.runnable(m)
-            ]
+
+def _table_specs(bench: Bench, args: argparse.Namespace) -> list[RunSpec]:
+    """Every dataset x factors x round x model; the models take turns within a round."""
+    return [
+        bench.spec(
+            d,
+            m,
+            f,
+            args.iterations,
+            evaluate=r == 1,
+            tags={"round": r} if args.rounds > 1 else {},
+        )
+        for d in args.datasets
+        for f in args.factors
+        for r in range(1, args.rounds + 1)
+        for m in args.models
+        if bench.runnable(m)
+    ]
+
+
+def _ttq_specs(bench: Bench, args: argparse.Namespace) -> list[RunSpec]:
+    """Every time-to-quality dataset x factors x model."""
+    datasets = args.ttq_datasets or ["gowalla"]
+    factors = args.ttq_factors or args.factors
+    patience = args.ttq_patience or None
+    return [
+        bench.spec(d, m, f, args.ttq_iterations, target=args.target, patience=patience)
+        for d in datasets
+        for f in factors
+        for m in args.ttq_models
+        if bench.runnable(m)
+    ]
+
+
+def _scaling_specs(bench: Bench, args: argparse.Namespace) -> list[RunSpec]:
+    """The nnz sweep (multiples of the synthetic base) and then the factors sweep."""
+    base = parse_dataset(args.scaling_base)
+    if base["family"] != "synthetic":
+        raise SystemExit("--scaling-base must be a synthetic dataset (synthetic:<preset>)")
+    stem = f"synthetic:{base['preset']}"
+    specs = []
+    for mult in args.scaling_multiples:
+        name = stem if mult * base["multiple"] == 1 else f"{stem}*{mult * base['multiple']}"
         specs += [
             bench.spec(
-                args.scaling_base,
+                name,
                 m,
-                f,
+                args.scaling_fixed_factors,
                 args.scaling_iterations,
                 evaluate=False,
-                tags={"sweep": "factors"},
+                tags={"sweep": "nnz", "multiple": mult},
             )
-            for f in args.scaling_factors
             for m in args.scaling_models
             if bench.runnable(m)
         ]
-        bench.run("scaling", specs)
+    specs += [
+        bench.spec(
+            args.scaling_base,
+            m,
+            f,
+            args.scaling_iterations,
+            evaluate=False,
+            tags={"sweep": "factors"},
+        )
+        for f in args.scaling_factors
+        for m in args.scaling_models
+        if bench.runnable(m)
+    ]
+    return specs
 
+
+def _write_results(bench: Bench, args: argparse.Namespace) -> int:
+    """results.json, the plots and results.md (also printed); 1 when a run failed, else 0."""
     bench.save()
     suffix = "" if args.device == "cpu" else "_" + args.device.replace(":", "")
     plots = write_plots(

@@ -2,7 +2,7 @@
 """Recall@k and queries per second of IVF and HNSW item indexes against exact search.
 
 Catalogs: a synthetic ALS-like catalog (default: 1M items x 128 factors, see
-recsys.index.benchmark.synthetic_catalog; --catalog picks a preset), a saved ALS model (--model,
+benchmarks/index.py:synthetic_catalog; --catalog picks a preset), a saved ALS model (--model,
 its item embeddings and a sample of its users as queries), or two .npy files (--vectors /
 --query-vectors). Sweeps nprobe (IVF: Flat, and SQ8 / 4-bit PQ fast-scan codes re-scored
 exactly, --ivf-codes, over one or more --nlist) and efSearch (HNSW), each with native inner
@@ -39,17 +39,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recsys.index.benchmark import (
+# benchmarks/ is a folder of the repository, not an installed package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.index import (
     CATALOG_PRESETS,
     CLOCKS,
     IVF_CODES,
-    markdown_table,
-    plot_curves,
     run_benchmark,
-    run_meta,
     synthetic_catalog,
-    write_json,
 )
+from benchmarks.index_report import markdown_table, plot_curves, run_meta, write_json
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--catalog",
         choices=sorted(CATALOG_PRESETS),
         default="stress",
-        help="synthetic catalog preset (recsys.index.benchmark.CATALOG_PRESETS)",
+        help="synthetic catalog preset (benchmarks.index.CATALOG_PRESETS)",
     )
     p.add_argument("--nlist", type=_ints, default=None, help="IVF list counts (default ~4*sqrt(N))")
     p.add_argument(

@@ -21,14 +21,16 @@ row) plus one chunk, instead of the whole table plus its sort. The result equals
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from recsys.data.csr import DUPLICATE_RULES, csr
 from recsys.data.errors import DataError
-from recsys.data.interactions import DUPLICATE_RULES, Interactions, _csr
+from recsys.data.interactions import Interactions
 
-__all__ = ["IdCounter", "build_from_chunks", "exact_in_float32"]
+__all__ = ["IdCounter", "Scan", "build_from_chunks", "exact_in_float32"]
 
 
 class IdCounter:
@@ -164,29 +166,9 @@ def build_from_chunks(
     for chunk in chunks():
         u = encode_user(np.asarray(chunk["user"]))
         i = encode_item(np.asarray(chunk["item"]))
-        if u.size == 0:
-            continue
-        # each row goes to its user's next free slot; a stable sort keeps the file order
-        order = np.argsort(u, kind="stable")
-        us = u[order]
-        start = np.flatnonzero(np.concatenate(([True], us[1:] != us[:-1])))
-        length = np.diff(np.append(start, us.size))
-        rank = np.arange(us.size) - np.repeat(start, length)
-        first = us[start]
-        if np.any(cursor[first] + length > indptr[first + 1]):
-            raise DataError(
-                "a user has more rows than the first pass over the file counted",
-                path=source,
-                fix="do not change the file while it is being loaded",
-            )
-        pos = cursor[us] + rank
-        cursor[first] += length
-        indices[pos] = i[order]
-        values = chunk.get("value")
-        data[pos] = 1.0 if values is None else np.asarray(values)[order]
-        if times is not None:
-            times[pos] = np.asarray(chunk["timestamp"])[order]
-        del u, i, order, us, rank, pos
+        if u.size:
+            _place(chunk, u, i, cursor, indptr, indices, data, times, source)
+        del u, i
     if not np.array_equal(cursor, indptr[1:]):
         raise DataError(
             "the file has fewer rows than the first pass over it counted",
@@ -206,9 +188,44 @@ def build_from_chunks(
     if data.dtype != np.float32:
         data = data.astype(np.float32)
     shape = (n_users, n_items)
-    matrix = _csr(data, indices, out_ptr, shape)
-    tmat = None if times is None else _csr(times, indices, out_ptr, shape)
+    matrix = csr(data, indices, out_ptr, shape)
+    tmat = None if times is None else csr(times, indices, out_ptr, shape)
     return Interactions(matrix, user_ids, item_ids, tmat, None, source)
+
+
+def _place(
+    chunk: Mapping[str, Any],
+    u: np.ndarray,
+    i: np.ndarray,
+    cursor: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    times: np.ndarray | None,
+    source: str | None,
+) -> None:
+    """Write one chunk's rows (user codes ``u``, item codes ``i``) into the CSR arrays and move
+    each user's ``cursor`` (next free slot) on; raises when a user outgrows the counted rows."""
+    # each row goes to its user's next free slot; a stable sort keeps the file order
+    order = np.argsort(u, kind="stable")
+    us = u[order]
+    start = np.flatnonzero(np.concatenate(([True], us[1:] != us[:-1])))
+    length = np.diff(np.append(start, us.size))
+    rank = np.arange(us.size) - np.repeat(start, length)
+    first = us[start]
+    if np.any(cursor[first] + length > indptr[first + 1]):
+        raise DataError(
+            "a user has more rows than the first pass over the file counted",
+            path=source,
+            fix="do not change the file while it is being loaded",
+        )
+    pos = cursor[us] + rank
+    cursor[first] += length
+    indices[pos] = i[order]
+    values = chunk.get("value")
+    data[pos] = 1.0 if values is None else np.asarray(values)[order]
+    if times is not None:
+        times[pos] = np.asarray(chunk["timestamp"])[order]
 
 
 def _shrink(arr: np.ndarray, n: int) -> np.ndarray:
@@ -275,3 +292,44 @@ def _combine_in_place(
         write += m
         r0 = r1
     return write, row_nnz
+
+
+@dataclass
+class Scan:
+    """What the first pass over a file found: the id maps, rows per user, and storage dtypes."""
+
+    user_ids: np.ndarray
+    user_rows: np.ndarray
+    item_ids: np.ndarray
+    n_rows: int
+    value_dtype: Any
+    timestamp_dtype: Any
+    #: problems ``Interactions.from_columns`` reports after reading (raised by the caller, after
+    #: its own checks, in this order)
+    pending: list[DataError]
+
+    @classmethod
+    def of(
+        cls,
+        users: IdCounter,
+        items: IdCounter,
+        n_rows: int,
+        *,
+        values_exact: bool,
+        has_timestamps: bool,
+        times_int: bool,
+        pending: list[DataError],
+    ) -> Scan:
+        """The result of a first pass from its id counters and what it saw of the columns:
+        values are stored as float32 when every one is exact in it (else float64), timestamps
+        as int64 when every one is an integer (else float64)."""
+        user_ids, user_rows = users.result()
+        return cls(
+            user_ids,
+            user_rows,
+            items.result()[0],
+            n_rows,
+            np.float32 if values_exact else np.float64,
+            None if not has_timestamps else (np.int64 if times_int else np.float64),
+            pending,
+        )

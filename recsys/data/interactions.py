@@ -30,164 +30,17 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.data.columns import timestamp_column, title_column, value_column
+from recsys.data.csr import DUPLICATE_RULES, Duplicates, coded_csr, csr, structure_equal
 from recsys.data.errors import DataError
+from recsys.data.ids import as_ids, check_unique, encode, lookup
 from recsys.io import atomic_path
 
 __all__ = [
-    "DUPLICATE_RULES",
     "Interactions",
     "require_nonnegative",
     "to_implicit",
 ]
-
-#: How :meth:`Interactions.from_columns` combines repeated (user, item) pairs.
-DUPLICATE_RULES = ("sum", "max", "first", "last")
-
-Duplicates = Literal["sum", "max", "first", "last"]
-
-
-# --------------------------------------------------------------------------------------------
-# id helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _as_ids(values: Any, what: str, source: str | None) -> np.ndarray:
-    """Normalise an array of external ids to int64 or str; reject anything else clearly."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise DataError(f"{what} must be a 1-d sequence, got shape {arr.shape}", path=source)
-    kind = arr.dtype.kind
-    if kind in "iu":
-        return arr.astype(np.int64, copy=False)
-    if kind == "f":
-        if arr.size and not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise DataError(
-                f"{what} contains a missing or non-finite id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="remove the rows without an id",
-            )
-        if arr.size and not np.all(arr == np.round(arr)):
-            bad = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise DataError(
-                f"{what} contains a non-integer numeric id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="use integer or string ids",
-            )
-        return arr.astype(np.int64)
-    if kind == "U":
-        return arr
-    if kind == "S":
-        return arr.astype(str)
-    if kind == "O":
-        conv = np.array(arr.tolist()) if arr.size else np.zeros(0, dtype=np.int64)
-        if conv.dtype.kind in "iufUS":
-            return _as_ids(conv, what, source)
-    raise DataError(
-        f"{what} has unsupported type {arr.dtype}",
-        path=source,
-        fix="pass integer or string ids",
-    )
-
-
-def unique_sorted(*arrays: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of the given arrays (a sort, which is faster here than
-    ``np.unique``'s hashing for the id arrays this module sees)."""
-    arr = np.sort(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
-    if arr.size < 2:
-        return arr
-    return arr[np.concatenate(([True], arr[1:] != arr[:-1]))]
-
-
-def _check_unique(ids: np.ndarray, what: str) -> None:
-    s = np.sort(ids)
-    dup = s[1:][s[1:] == s[:-1]]
-    if dup.size:
-        raise DataError(
-            f"{what} contains repeated ids, e.g. {unique_sorted(dup)[:5].tolist()}",
-            fix="pass each id once",
-        )
-
-
-def _lookup(ids: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Internal index of each query id in ``ids`` and a mask of which were found."""
-    if query.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    if (ids.dtype.kind == "U") != (query.dtype.kind == "U"):
-        return np.zeros(query.size, dtype=np.int64), np.zeros(query.size, dtype=bool)
-    if ids.size == 0:
-        return np.zeros(query.size, dtype=np.int64), np.zeros(query.size, dtype=bool)
-    sorter = np.argsort(ids, kind="stable")
-    pos = np.searchsorted(ids, query, sorter=sorter)
-    pos = np.minimum(pos, ids.size - 1)
-    idx = sorter[pos]
-    found = ids[idx] == query
-    return idx.astype(np.int64, copy=False), found
-
-
-def _dense_range(*arrays: np.ndarray) -> tuple[int, int] | None:
-    """(min, span) when all arrays hold integers in a range small enough for a lookup table."""
-    if any(a.dtype.kind not in "iu" for a in arrays) or any(a.size == 0 for a in arrays):
-        return None
-    lo = min(int(a.min()) for a in arrays)
-    hi = max(int(a.max()) for a in arrays)
-    span = hi - lo + 1
-    return (lo, span) if span <= 4 * sum(a.size for a in arrays) + (1 << 20) else None
-
-
-def _encode(
-    values: np.ndarray, given: np.ndarray | None, what: str, source: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map external ids to codes 0..n-1; returns (codes, id array).
-
-    Integer ids in a compact range (the usual case) use a lookup table: linear time, no sort.
-    """
-    if given is None:
-        dense = _dense_range(values)
-        if dense is not None:
-            lo, span = dense
-            present = np.zeros(span, dtype=bool)
-            present[values - lo] = True
-            table = np.cumsum(present, dtype=np.int64) - 1
-            return table[values - lo], np.flatnonzero(present).astype(np.int64) + lo
-        ids, codes = np.unique(values, return_inverse=True)
-        return codes.astype(np.int64, copy=False).reshape(-1), ids
-    ids = _as_ids(given, f"{what}_ids", source)
-    _check_unique(ids, f"{what}_ids")
-    dense = _dense_range(values, ids)
-    if dense is not None:
-        lo, span = dense
-        table = np.full(span, -1, dtype=np.int64)
-        table[ids - lo] = np.arange(ids.size)
-        codes = table[values - lo]
-        found = codes >= 0
-    else:
-        codes, found = _lookup(ids, values)
-    if not np.all(found):
-        unknown = unique_sorted(values[~found])
-        raise DataError(
-            f"{unknown.size} {what} id(s) are not in the given {what}_ids, e.g. "
-            f"{unknown[:5].tolist()}",
-            path=source,
-            fix=f"add them to {what}_ids or drop those rows",
-        )
-    return codes, ids
-
-
-def _structure_equal(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
-    return (
-        a.shape == b.shape
-        and a.nnz == b.nnz
-        and np.array_equal(a.indptr, b.indptr)
-        and np.array_equal(a.indices, b.indices)
-    )
-
-
-def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
-    m = sp.csr_matrix((data, indices, indptr), shape=shape)
-    m.has_sorted_indices = True
-    m.has_canonical_format = True
-    return m
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,16 +90,16 @@ class Interactions:
             m = m.copy()
             m.sum_duplicates()
         self.matrix = m
-        self.user_ids = _as_ids(self.user_ids, "user_ids", src)
-        self.item_ids = _as_ids(self.item_ids, "item_ids", src)
+        self.user_ids = as_ids(self.user_ids, "user_ids", src)
+        self.item_ids = as_ids(self.item_ids, "item_ids", src)
         if m.shape != (self.user_ids.size, self.item_ids.size):
             raise DataError(
                 f"matrix shape {m.shape} does not match {self.user_ids.size} user ids x "
                 f"{self.item_ids.size} item ids",
                 path=src,
             )
-        _check_unique(self.user_ids, "user_ids")
-        _check_unique(self.item_ids, "item_ids")
+        check_unique(self.user_ids, "user_ids")
+        check_unique(self.item_ids, "item_ids")
         if self.timestamps is not None:
             t = self.timestamps
             if not isinstance(t, sp.csr_matrix):
@@ -257,7 +110,7 @@ class Interactions:
                 t = t.astype(np.int64, copy=False)
             elif t.dtype != np.float64:
                 t = t.astype(np.float64)
-            if not _structure_equal(t, m):
+            if not structure_equal(t, m):
                 raise DataError(
                     "timestamps do not have the same sparsity structure as the matrix",
                     path=src,
@@ -314,8 +167,8 @@ class Interactions:
         """
         if duplicates not in DUPLICATE_RULES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_RULES}, got {duplicates!r}")
-        u = _as_ids(users, "users", source)
-        i = _as_ids(items, "items", source)
+        u = as_ids(users, "users", source)
+        i = as_ids(items, "items", source)
         n = u.size
         if i.size != n:
             raise DataError(
@@ -325,102 +178,12 @@ class Interactions:
             )
         if n == 0 and not allow_empty:
             raise DataError("no interactions", path=source, fix="check that the input has data")
-        if values is None:
-            v = np.ones(n, dtype=np.float64)
-        else:
-            v = np.asarray(values)
-            if v.dtype.kind not in "iufb":
-                raise DataError(
-                    f"values must be numeric, got {v.dtype}",
-                    path=source,
-                    fix="convert the value column to numbers",
-                )
-            v = v.astype(np.float64, copy=False).reshape(-1)
-            if v.size != n:
-                raise DataError(f"values has {v.size} entries for {n} interactions", path=source)
-            bad = ~np.isfinite(v)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                raise DataError(
-                    f"{int(bad.sum())} value(s) are NaN or infinite, the first at row {k} "
-                    f"(user {u[k]}, item {i[k]})",
-                    path=source,
-                    fix="remove or fill those rows",
-                )
-        t = None
-        if timestamps is not None:
-            t = np.asarray(timestamps).reshape(-1)
-            if t.dtype.kind not in "iuf":
-                raise DataError(
-                    f"timestamps must be numeric, got {t.dtype}",
-                    path=source,
-                    fix="convert them to numbers such as Unix seconds",
-                )
-            if t.size != n:
-                raise DataError(f"timestamps has {t.size} entries for {n} rows", path=source)
-            if t.dtype.kind == "f":
-                if not np.all(np.isfinite(t)):
-                    k = int(np.flatnonzero(~np.isfinite(t))[0])
-                    raise DataError(
-                        f"a timestamp is NaN or infinite at row {k}",
-                        path=source,
-                        fix="remove or fill those rows",
-                    )
-                if np.all(t == np.round(t)) and np.all(np.abs(t) < 2**53):
-                    t = t.astype(np.int64)
-            else:
-                t = t.astype(np.int64, copy=False)
-
-        ucode, uids = _encode(u, None if user_ids is None else np.asarray(user_ids), "user", source)
-        icode, iids = _encode(i, None if item_ids is None else np.asarray(item_ids), "item", source)
-        n_users, n_items = uids.size, iids.size
-
-        key = ucode * np.int64(max(n_items, 1)) + icode
-        if n < 2 or bool(np.all(key[1:] > key[:-1])):
-            # already in order without duplicates (e.g. a file sorted by user and item)
-            key_s, v_s = key, v
-            t_s = None if t is None else t.copy()  # never share the caller's array
-            start = np.arange(n)
-        else:
-            stable = duplicates in ("first", "last")
-            order = np.argsort(key, kind="stable" if stable else None)
-            key_s, v_s = key[order], v[order]
-            t_s = None if t is None else t[order]
-            start = np.flatnonzero(np.concatenate(([True], key_s[1:] != key_s[:-1])))
-        if start.size == n:  # no duplicates: nothing to combine
-            data, ts = v_s, t_s
-        else:
-            if duplicates == "sum":
-                data = np.add.reduceat(v_s, start)
-            elif duplicates == "max":
-                data = np.maximum.reduceat(v_s, start)
-            elif duplicates == "first":
-                data = v_s[start]
-            else:
-                end = np.concatenate((start[1:], [n])) - 1
-                data = v_s[end]
-            ts = None if t_s is None else np.maximum.reduceat(t_s, start)
-        ukey = key_s if start.size == n else key_s[start]
-        rows = ukey // max(n_items, 1)
-        cols = (ukey - rows * max(n_items, 1)).astype(np.int32)
-        indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
-        if indptr[-1] < np.iinfo(np.int32).max:
-            indptr = indptr.astype(np.int32)
-        shape = (n_users, n_items)
-        matrix = _csr(data.astype(np.float32), cols, indptr, shape)
-        tmat = None if ts is None else _csr(ts, cols, indptr, shape)
-
-        titles = None
-        if item_titles is not None:
-            if isinstance(item_titles, Mapping):
-                titles = np.array([str(item_titles.get(k, "")) for k in iids.tolist()], dtype=str)
-                if titles.size == 0:
-                    titles = np.zeros(0, dtype="<U1")
-            else:
-                if item_ids is None:
-                    raise ValueError("item_titles as a sequence needs item_ids to align with")
-                titles = np.asarray(item_titles).astype(str)
+        v = value_column(values, u, i, source)
+        t = timestamp_column(timestamps, n, source)
+        ucode, uids = encode(u, None if user_ids is None else np.asarray(user_ids), "user", source)
+        icode, iids = encode(i, None if item_ids is None else np.asarray(item_ids), "item", source)
+        matrix, tmat = coded_csr(ucode, icode, v, t, (uids.size, iids.size), duplicates)
+        titles = None if item_titles is None else title_column(item_titles, iids, item_ids)
         return cls(matrix, uids, iids, tmat, titles, source)
 
     def with_matrix(
@@ -441,7 +204,7 @@ class Interactions:
         if not m.has_canonical_format:
             m = m.copy()
             m.sum_duplicates()
-        if timestamps is None and self.timestamps is not None and _structure_equal(m, self.matrix):
+        if timestamps is None and self.timestamps is not None and structure_equal(m, self.matrix):
             timestamps = self.timestamps
         return Interactions(
             m, self.user_ids, self.item_ids, timestamps, self.item_titles, self.source
@@ -529,7 +292,7 @@ class Interactions:
             q = q.astype(np.int64)
         elif q.dtype.kind == "S":
             q = q.astype(str)
-        idx, found = _lookup(table, q)
+        idx, found = lookup(table, q)
         if not np.all(found):
             missing = q[~found][:10].tolist()
             raise KeyError(f"unknown {what} id(s): {missing}")
@@ -556,10 +319,10 @@ class Interactions:
         if indptr[-1] < np.iinfo(np.int32).max:
             indptr = indptr.astype(np.int32)
         indices = m.indices[mask]
-        new = _csr(m.data[mask], indices, indptr, m.shape)
+        new = csr(m.data[mask], indices, indptr, m.shape)
         ts = None
         if self.timestamps is not None:
-            ts = _csr(self.timestamps.data[mask], indices, indptr, m.shape)
+            ts = csr(self.timestamps.data[mask], indices, indptr, m.shape)
         return Interactions(new, self.user_ids, self.item_ids, ts, self.item_titles, self.source)
 
     def select_users(self, users: np.ndarray) -> Interactions:
@@ -600,10 +363,10 @@ class Interactions:
         c = new_col[cols[emask]]
         indptr = np.zeros(n_u + 1, dtype=np.int64)
         np.cumsum(np.bincount(r, minlength=n_u), out=indptr[1:])
-        m = _csr(self.matrix.data[emask], c, indptr, (n_u, n_i))
+        m = csr(self.matrix.data[emask], c, indptr, (n_u, n_i))
         ts = None
         if self.timestamps is not None:
-            ts = _csr(self.timestamps.data[emask], c, indptr, (n_u, n_i))
+            ts = csr(self.timestamps.data[emask], c, indptr, (n_u, n_i))
         titles = None if self.item_titles is None else self.item_titles[keep_i]
         return Interactions(
             m, self.user_ids[keep_u], self.item_ids[keep_i], ts, titles, self.source
@@ -671,10 +434,8 @@ class Interactions:
         try:
             with np.load(path, allow_pickle=False) as z:
                 shape = tuple(int(x) for x in z["shape"])
-                m = _csr(z["data"], z["indices"], z["indptr"], shape)  # type: ignore[arg-type]
-                ts = (
-                    _csr(z["timestamps"], m.indices, m.indptr, shape) if "timestamps" in z else None
-                )
+                m = csr(z["data"], z["indices"], z["indptr"], shape)  # type: ignore[arg-type]
+                ts = csr(z["timestamps"], m.indices, m.indptr, shape) if "timestamps" in z else None
                 titles = z.get("item_titles")
                 return cls(m, z["user_ids"], z["item_ids"], ts, titles, str(path))
         except (OSError, KeyError, ValueError) as exc:

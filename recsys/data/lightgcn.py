@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from recsys.data.errors import DataError
-from recsys.data.interactions import unique_sorted
+from recsys.data.ids import unique_sorted
+from recsys.data.predefined import split_from_parts
 from recsys.data.splits import Split
-from recsys.data.tables import split_from_parts
 
 __all__ = ["load_lightgcn", "read_lightgcn_file"]
 

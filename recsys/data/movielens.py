@@ -41,10 +41,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from recsys.data.delimited import read_delimited
 from recsys.data.errors import DataError
 from recsys.data.interactions import Interactions
+from recsys.data.predefined import split_from_parts
 from recsys.data.splits import Split
-from recsys.data.tables import _read_delimited, split_from_parts
 
 __all__ = [
     "MOVIELENS_ARCHIVES",
@@ -286,7 +287,7 @@ def _read_ratings(path: Path, fmt: str) -> dict[str, np.ndarray]:
             "value": ("rating", "float"),
             "timestamp": ("timestamp", "time"),
         }
-        return _read_delimited(path, wanted, sep=",", header=True, names=None, encoding="utf-8")
+        return read_delimited(path, wanted, sep=",", header=True, names=None, encoding="utf-8")
     wanted = {
         "user": (0, "int"),
         "item": (1, "int"),
@@ -294,7 +295,7 @@ def _read_ratings(path: Path, fmt: str) -> dict[str, np.ndarray]:
         "timestamp": (3, "time"),
     }
     sep = "\t" if fmt == "100k" else "::"
-    return _read_delimited(
+    return read_delimited(
         path, wanted, sep=sep, header=False, names=_RATING_NAMES, encoding="latin-1"
     )
 

@@ -39,11 +39,13 @@ of CPU time, ``"small"`` well under a second.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from recsys.data.interactions import Interactions, _csr
+from recsys.data.csr import csr
+from recsys.data.interactions import Interactions
 
 __all__ = ["SYNTHETIC_PRESETS", "synthetic", "synthetic_preset"]
 
@@ -127,59 +129,111 @@ def synthetic(
         max_user_fraction, values, time_start, time_end,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
-
-    # 1. item popularity and cluster taste -> one sampling distribution per cluster
-    pop_rank = rng.permutation(n_items)
-    log_pop = -popularity_exponent * np.log1p(pop_rank.astype(np.float64))
-    affinity = rng.standard_normal((rank, n_items)).astype(np.float32)
-    logits = log_pop[None, :] + taste_strength * affinity.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    cdf = np.cumsum(probs, axis=1)
-    cdf /= cdf[:, -1:]
-
-    # 2. users: a few clusters each with Dirichlet weights
-    n_slots = clusters_per_user
-    user_k = rng.integers(1, n_slots + 1, size=n_users)
-    user_clusters = rng.integers(0, rank, size=(n_users, n_slots))
-    w = rng.standard_gamma(1.0, size=(n_users, n_slots))
-    w[np.arange(n_slots)[None, :] >= user_k[:, None]] = 0.0
-    w /= w.sum(axis=1, keepdims=True)
-
-    # 3. heavy-tailed degrees summing exactly to n_interactions
+    plan = _Plan.draw(
+        rng, n_users, n_items, rank, popularity_exponent, taste_strength, clusters_per_user
+    )
+    # heavy-tailed degrees summing exactly to n_interactions
     degree = _degrees(rng, n_users, n_items, n_interactions, activity_sigma,
                       min_user_interactions, max_user_fraction)  # fmt: skip
-
-    # 4. user activity windows for the timestamps
+    # user activity windows for the timestamps
     span = time_end - time_start
     t_first = time_start + (rng.random(n_users) * 0.9 * span).astype(np.int64)
     t_len = ((time_end - t_first) * rng.random(n_users) ** 0.5).astype(np.int64) + 1
+    cols, data, ts, row_nnz = _sample(rng, plan, degree, t_first, t_len, values)
+    if values == "ratings" and data.size:
+        _to_stars(data)
 
-    # 5. sample and fill the output block by block (blocks of consecutive users), so that the
-    #    temporaries stay small and memory is reused rather than freshly allocated
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(row_nnz, out=indptr[1:])
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    shape = (n_users, n_items)
+    matrix = csr(data, cols, indptr, shape)
+    tmat = csr(ts, cols, indptr, shape)
+    ids_u = np.arange(n_users, dtype=np.int64)
+    ids_i = np.arange(n_items, dtype=np.int64)
+    src = f"synthetic(n_users={n_users}, n_items={n_items}, nnz={matrix.nnz}, seed={seed})"
+    return Interactions(matrix, ids_u, ids_i, tmat, None, src)
+
+
+@dataclass
+class _Plan:
+    """The planted structure: one sampling distribution per taste cluster, and each user's
+    clusters with their Dirichlet mixture weights."""
+
+    affinity: np.ndarray  # rank x n_items, float32: a_ci
+    probs: np.ndarray  # rank x n_items: popularity_i * exp(taste_strength * a_ci), normalised
+    cdf: np.ndarray  # their cumulative sums (inverse-CDF lookups)
+    user_clusters: np.ndarray  # n_users x clusters_per_user
+    w: np.ndarray  # n_users x clusters_per_user, zero beyond each user's cluster count
+
+    @classmethod
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        n_users: int,
+        n_items: int,
+        rank: int,
+        popularity_exponent: float,
+        taste_strength: float,
+        clusters_per_user: int,
+    ) -> _Plan:
+        """Draw the structure (item popularity and cluster taste, then the users' clusters)."""
+        pop_rank = rng.permutation(n_items)
+        log_pop = -popularity_exponent * np.log1p(pop_rank.astype(np.float64))
+        affinity = rng.standard_normal((rank, n_items)).astype(np.float32)
+        logits = log_pop[None, :] + taste_strength * affinity.astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        cdf = np.cumsum(probs, axis=1)
+        cdf /= cdf[:, -1:]
+        n_slots = clusters_per_user
+        user_k = rng.integers(1, n_slots + 1, size=n_users)
+        user_clusters = rng.integers(0, rank, size=(n_users, n_slots))
+        w = rng.standard_gamma(1.0, size=(n_users, n_slots))
+        w[np.arange(n_slots)[None, :] >= user_k[:, None]] = 0.0
+        w /= w.sum(axis=1, keepdims=True)
+        return cls(affinity, probs, cdf, user_clusters, w)
+
+
+def _sample(
+    rng: np.random.Generator,
+    plan: _Plan,
+    degree: np.ndarray,
+    t_first: np.ndarray,
+    t_len: np.ndarray,
+    values: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(item columns, values, timestamps, entries per user), users in order.
+
+    Sampled and filled block by block (blocks of consecutive users), so that the temporaries
+    stay small and memory is reused rather than freshly allocated. Ratings come out as
+    affinity plus noise, to be turned into stars by :func:`_to_stars` once the global mean and
+    standard deviation are known.
+    """
+    n_users, n_slots = plan.w.shape
+    n_items = plan.probs.shape[1]
     total = int(degree.sum())
     cols = np.empty(total, dtype=np.int32)
     data = np.empty(total, dtype=np.float32)
     ts = np.empty(total, dtype=np.int64)
     row_nnz = np.zeros(n_users, dtype=np.int64)
-    bounds = _blocks(degree, _BLOCK_DRAWS)
     pos = 0
-    for u0, u1 in itertools.pairwise(bounds.tolist()):
-        keys, mult = _sample_block(
-            rng, degree[u0:u1], w[u0:u1], user_clusters[u0:u1], probs, cdf, n_items
-        )
+    for u0, u1 in itertools.pairwise(_blocks(degree, _BLOCK_DRAWS).tolist()):
+        w, clusters = plan.w[u0:u1], plan.user_clusters[u0:u1]
+        keys, mult = _sample_block(rng, degree[u0:u1], w, clusters, plan.probs, plan.cdf, n_items)
         rows = keys // n_items
         c = keys - rows * n_items
         del keys
         score = np.zeros(rows.size, dtype=np.float32)
         for s in range(n_slots):
-            ws = w[u0:u1, s].astype(np.float32)[rows]
-            score += ws * affinity[user_clusters[u0:u1, s][rows], c]
+            ws = w[:, s].astype(np.float32)[rows]
+            score += ws * plan.affinity[clusters[:, s][rows], c]
         end = pos + rows.size
         if values == "ratings":
             noise = rng.standard_normal(rows.size, dtype=np.float32)
-            data[pos:end] = score  # standardised below, once the global mean and std are known
+            data[pos:end] = score
             data[pos:end] += _RATING_NOISE * noise / _RATING_SLOPE
         elif values == "counts":
             p = 1.0 / (1.0 + np.exp(np.clip(score, -4.0, 4.0)))
@@ -191,28 +245,18 @@ def synthetic(
         ts[pos:end] = t_first[g] + (rng.random(rows.size) * t_len[g]).astype(np.int64)
         row_nnz[u0:u1] = np.bincount(rows, minlength=u1 - u0)
         pos = end
-    cols, data, ts = cols[:pos], data[:pos], ts[:pos]
-    if values == "ratings" and pos:
-        # affinity (+ noise) -> 1..5 stars with mean about 3.5, like MovieLens
-        mean = float(data.mean(dtype=np.float64))
-        std = max(float(data.std(dtype=np.float64)), 1e-6)
-        data -= mean
-        data *= _RATING_SLOPE / std
-        data += 3.5
-        np.rint(data, out=data)
-        np.clip(data, 1.0, 5.0, out=data)
+    return cols[:pos], data[:pos], ts[:pos], row_nnz
 
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(row_nnz, out=indptr[1:])
-    if indptr[-1] < np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    shape = (n_users, n_items)
-    matrix = _csr(data, cols, indptr, shape)
-    tmat = _csr(ts, cols, indptr, shape)
-    ids_u = np.arange(n_users, dtype=np.int64)
-    ids_i = np.arange(n_items, dtype=np.int64)
-    src = f"synthetic(n_users={n_users}, n_items={n_items}, nnz={matrix.nnz}, seed={seed})"
-    return Interactions(matrix, ids_u, ids_i, tmat, None, src)
+
+def _to_stars(data: np.ndarray) -> None:
+    """Affinity (+ noise) -> 1..5 stars with mean about 3.5, like MovieLens (in place)."""
+    mean = float(data.mean(dtype=np.float64))
+    std = max(float(data.std(dtype=np.float64)), 1e-6)
+    data -= mean
+    data *= _RATING_SLOPE / std
+    data += 3.5
+    np.rint(data, out=data)
+    np.clip(data, 1.0, 5.0, out=data)
 
 
 _BLOCK_DRAWS = 1 << 21  # about 2M draws per block: 16 MB temporaries

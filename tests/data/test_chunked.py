@@ -1,6 +1,6 @@
 """Chunked loading (recsys.data.chunked through load_table / load_table_split): with any chunk
 size the result and every error equal the whole-file read (chunk_rows=None), which is itself
-tested against hand-computed cases in test_data_loaders.py."""
+tested against hand-computed cases in test_loaders.py."""
 
 from __future__ import annotations
 

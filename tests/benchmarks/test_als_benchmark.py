@@ -14,9 +14,20 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys import benchmarking as bm
+from benchmarks.datasets import dataset_defaults, load_prepared, parse_dataset, prepare_dataset
+from benchmarks.isolation import run_in_process, run_isolated
+from benchmarks.results import add_ratios, add_ttq_ratios
+from benchmarks.runs import (
+    MODELS,
+    RunSpec,
+    _implicit_input,
+    _implicit_model,
+    _ours_model,
+    evaluate_embeddings,
+)
+from benchmarks.tables import markdown_table, rounds_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_script():
@@ -177,7 +188,7 @@ def _result(model, factors, spe, fit, *, dataset="d", error=None, sweep=None, ro
     r = {
         "dataset": dataset,
         "model": model,
-        "library": bm.MODELS[model][0],
+        "library": MODELS[model][0],
         "device": "cpu",
         "factors": factors,
         "iterations": 3,
@@ -200,7 +211,7 @@ def test_add_ratios_pairs_runs_with_the_same_configuration():
         _result("ours-hkv", 32, 1.0, 1.0),
         _result("implicit-cg", 32, 1.0, 1.0, error="boom"),  # a failed reference is no reference
     ]
-    bm.add_ratios(rows)
+    add_ratios(rows)
     assert rows[0]["ratio_epoch"] == pytest.approx(1.5)
     assert rows[0]["ratio_fit"] == pytest.approx(1.25)
     assert rows[2]["ratio_epoch"] is None and rows[2]["reference"] is None
@@ -215,7 +226,7 @@ def test_add_ratios_keeps_scaling_sweeps_apart():
         _result("ours-hkv", 64, 4.0, 4.0, sweep="factors"),
         _result("implicit-cg", 64, 1.0, 1.0, sweep="factors"),
     ]
-    bm.add_ratios(rows)
+    add_ratios(rows)
     assert rows[0]["ratio_epoch"] == pytest.approx(2.0)
     assert rows[2]["ratio_epoch"] == pytest.approx(4.0)
 
@@ -227,7 +238,7 @@ def test_add_ratios_pairs_runs_of_the_same_round():
         _result("ours-hkv", 64, 3.0, 3.0, round_=2),
         _result("implicit-cg", 64, 3.0, 3.0, round_=2),
     ]
-    bm.add_ratios(rows)
+    add_ratios(rows)
     assert [rows[0]["ratio_epoch"], rows[2]["ratio_epoch"]] == pytest.approx([2.0, 1.0])
 
 
@@ -237,8 +248,8 @@ def test_rounds_table_reports_medians_and_ranges_of_the_per_round_ratios():
         rows += [_result("ours-hkv", 64, ours, ours, round_=n),
                  _result("implicit-cg", 64, ref, ref, round_=n)]  # fmt: skip
     rows.append(_result("ours-hkv", 128, 1.0, 1.0))  # not part of a rounds run: left out
-    bm.add_ratios(rows)
-    lines = bm.rounds_table(rows).splitlines()
+    add_ratios(rows)
+    lines = rounds_table(rows).splitlines()
     assert len(lines) == 4  # header, rule, one row per model
     # ratios 2.0, 1.0, 2.5: median 2.0; seconds 4, 3, 5: median 4
     assert lines[2] == "| d | ours-hkv | cpu | 64 | 3 | 4.000 (3.000-5.000) | 2.000 (1.000-2.500) |"
@@ -253,25 +264,25 @@ def test_add_ttq_ratios_uses_the_fastest_reference():
         {**_result("implicit-cg", 1024, 1, 1), "seconds_to_target": 20.0},
         {**_result("ours-ials", 64, 1, 1), "seconds_to_target": None},
     ]
-    bm.add_ttq_ratios(rows)
+    add_ttq_ratios(rows)
     assert rows[0]["ratio_ttq"] == pytest.approx(0.5)
     assert rows[0]["reference_seconds_to_target"] == 12.0
     assert rows[4]["ratio_ttq"] is None
 
 
 def test_parse_dataset_names():
-    assert bm.parse_dataset("gowalla")["family"] == "gowalla"
-    assert bm.parse_dataset("ml-100k")["family"] == "ml-100k"
-    info = bm.parse_dataset("synthetic:small*4")
+    assert parse_dataset("gowalla")["family"] == "gowalla"
+    assert parse_dataset("ml-100k")["family"] == "ml-100k"
+    info = parse_dataset("synthetic:small*4")
     assert (info["family"], info["preset"], info["multiple"]) == ("synthetic", "small", 4)
-    assert bm.parse_dataset("synthetic:tiny")["multiple"] == 1
+    assert parse_dataset("synthetic:tiny")["multiple"] == 1
     for bad in ("movielens", "synthetic:huge", "synthetic:small*x", "synthetic:"):
         with pytest.raises(ValueError, match=r"dataset|preset"):
-            bm.parse_dataset(bad)
+            parse_dataset(bad)
 
 
 def test_markdown_table_formats_missing_values():
-    text = bm.markdown_table(["a", "b", "c"], [[1, 0.5, None], ["x", float("nan"), 0.0001234]])
+    text = markdown_table(["a", "b", "c"], [[1, 0.5, None], ["x", float("nan"), 0.0001234]])
     lines = text.splitlines()
     assert lines[0] == "| a | b | c |"
     assert lines[1] == "|---|---|---|"
@@ -304,14 +315,14 @@ def test_evaluate_embeddings_matches_brute_force():
         disc = 1.0 / np.log2(np.arange(2, 22))
         ndcgs.append((gains * disc).sum() / disc[: min(20, len(rel))].sum())
 
-    full = bm.evaluate_embeddings(users_v, items_v, train, test)
+    full = evaluate_embeddings(users_v, items_v, train, test)
     assert full["recall@20"] == pytest.approx(np.mean(recalls), abs=1e-6)
     assert full["ndcg@20"] == pytest.approx(np.mean(ndcgs), abs=1e-6)
     # vectors for the users with test items only (the order of their rows) give the same numbers
     rows = np.flatnonzero(np.diff(test.indptr) > 0)
-    assert bm.evaluate_embeddings(users_v[rows], items_v, train, test) == pytest.approx(full)
+    assert evaluate_embeddings(users_v[rows], items_v, train, test) == pytest.approx(full)
     with pytest.raises(ValueError, match="one per user"):
-        bm.evaluate_embeddings(users_v[:3], items_v, train, test)
+        evaluate_embeddings(users_v[:3], items_v, train, test)
 
 
 def _item_side_residual(
@@ -347,7 +358,7 @@ def test_implicit_and_ours_hkv_minimise_the_same_objective(tmp_path):
 
     from recsys.als import ALS
 
-    spec = bm.RunSpec(
+    spec = RunSpec(
         dataset={"name": "x"},
         model="implicit-cholesky",
         factors=4,
@@ -356,15 +367,15 @@ def test_implicit_and_ours_hkv_minimise_the_same_objective(tmp_path):
         hyper=hyper,
     )
     with threadpoolctl.threadpool_limits(1, "blas"):
-        imp = bm._implicit_model(spec)
+        imp = _implicit_model(spec)
         assert isinstance(imp, AlternatingLeastSquares) and imp.alpha == 1.0
-        imp.fit(bm._implicit_input(r, alpha), show_progress=False)
+        imp.fit(_implicit_input(r, alpha), show_progress=False)
     assert _item_side_residual(r, imp.user_factors, imp.item_factors, alpha, lam) < 1e-4
 
-    spec = bm.RunSpec(
+    spec = RunSpec(
         dataset={"name": "x"}, model="ours-hkv", factors=4, iterations=4, threads=1, hyper=hyper
     )
-    ours = bm._ours_model(spec)
+    ours = _ours_model(spec)
     assert isinstance(ours, ALS)
     ours.fit(r)
     x = ours.user_factors.double().numpy()
@@ -373,12 +384,12 @@ def test_implicit_and_ours_hkv_minimise_the_same_objective(tmp_path):
 
 
 def test_run_isolated_reports_its_own_process(tmp_path):
-    meta = bm.prepare_dataset("synthetic:tiny", tmp_path / "no-data", tmp_path / "cache")
+    meta = prepare_dataset("synthetic:tiny", tmp_path / "no-data", tmp_path / "cache")
     # 6,000 interactions; the split only drops test entries of items unseen in train
     assert 5900 <= meta["train_nnz"] + meta["test_nnz"] <= 6000
     assert meta["test_nnz"] == pytest.approx(0.2 * 6000, rel=0.1)
     assert meta["train_test_overlap"] == 0
-    spec = bm.RunSpec(
+    spec = RunSpec(
         dataset=meta,
         model="ours-hkv",
         factors=4,
@@ -387,32 +398,32 @@ def test_run_isolated_reports_its_own_process(tmp_path):
         hyper={"hkv_alpha": 5.0, "hkv_regularization": 1.0},
         evaluate=False,
     )
-    result = bm.run_isolated(spec, timeout=120, workdir=tmp_path / "work")
+    result = run_isolated(spec, timeout=120, workdir=tmp_path / "work")
     assert result.get("error") is None
     assert result["isolated"] is True
     assert result["epochs"] == 2 and result["seconds_per_epoch"] > 0
     assert result["peak_rss_mb"] >= result["rss_before_fit_mb"] > 0
     # a run that cannot finish becomes a result with an error, not an exception
-    failed = bm.run_isolated(spec, timeout=0.01, workdir=tmp_path / "work")
+    failed = run_isolated(spec, timeout=0.01, workdir=tmp_path / "work")
     assert "timed out" in failed["error"] and failed["model"] == "ours-hkv"
 
 
 def test_prepared_dataset_is_cached_and_binary(tmp_path):
-    meta = bm.prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache", seed=1)
-    train, test = bm.load_prepared(meta)
+    meta = prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache", seed=1)
+    train, test = load_prepared(meta)
     assert train.shape == test.shape == (meta["n_users"], meta["n_items"])
     assert np.all(train.data == 1.0) and np.all(test.data == 1.0)
     assert train.multiply(test).nnz == 0
-    again = bm.prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache", seed=1)
+    again = prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache", seed=1)
     assert again == meta
     assert math.isfinite(meta["prepare_seconds"])
 
 
 @pytest.mark.parametrize("model", ["ours-ials", "implicit-cg"])
 def test_time_to_quality_gives_up_on_an_unreachable_target(tmp_path, model):
-    meta = bm.prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache")
-    hyper = dataclasses.asdict(bm.dataset_defaults("synthetic:tiny"))
-    spec = bm.RunSpec(
+    meta = prepare_dataset("synthetic:tiny", tmp_path, tmp_path / "cache")
+    hyper = dataclasses.asdict(dataset_defaults("synthetic:tiny"))
+    spec = RunSpec(
         dataset=meta,
         model=model,
         factors=4,
@@ -422,7 +433,7 @@ def test_time_to_quality_gives_up_on_an_unreachable_target(tmp_path, model):
         target=1.01,
         patience=1,
     )
-    r = bm.run_in_process(spec)
+    r = run_in_process(spec)
     assert r.get("error") is None
     assert not r["reached"] and r["seconds_to_target"] is None
     recalls = [c["recall@20"] for c in r["curve"]]

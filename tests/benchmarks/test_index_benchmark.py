@@ -1,4 +1,4 @@
-"""recsys.index.benchmark and scripts/benchmark_index.py: catalog, recall, tables, smoke run."""
+"""benchmarks/index.py and scripts/benchmark_index.py: catalog, recall, tables, smoke run."""
 
 from __future__ import annotations
 
@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.index import build_index
-from recsys.index.benchmark import (
+from benchmarks.index import (
     CATALOG_PRESETS,
     BenchRow,
     _ivf_family,
     _timed_search,
-    markdown_table,
-    operating_points,
     pq_fastscan_m,
     recall_at_k,
     run_benchmark,
     synthetic_catalog,
 )
+from benchmarks.index_report import markdown_table, operating_points
+from recsys.index import build_index
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_index.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark_index.py"
 
 
 def test_synthetic_catalog_is_als_like_and_seeded() -> None:

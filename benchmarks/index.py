@@ -24,18 +24,15 @@ smaller, to keep 1M-item runs affordable.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
 import numpy as np
 
-from recsys.index.builder import build_index, default_nlist, default_nprobe
-from recsys.index.item_index import ItemIndex
+from recsys.index import ItemIndex, build_index, default_nlist, default_nprobe
 from recsys.index.vectors import as_float32_matrix, mips_augment_items
 
 logger = logging.getLogger(__name__)
@@ -338,92 +335,150 @@ def run_benchmark(
     items = as_float32_matrix(items, "items")
     queries = as_float32_matrix(queries, "queries")
     nq = len(queries)
-    rows: list[BenchRow] = []
     t0 = time.perf_counter()
     exact = build_index(items, "flat", "ip", mips_to_l2=False)
     exact_build = time.perf_counter() - t0
     first = _timed_search(exact, queries, k, repeats, min_seconds)
-    truth, wall, cpu = first.ids, first.wall, first.cpu
-    reference = (exact, queries[: min(nq, paired_queries)]) if paired_queries > 0 else None
+    wall, cpu = first.wall, first.cpu
+    sweeper = _Sweeper(
+        queries=queries,
+        truth=first.ids,
+        n_items=len(items),
+        k=k,
+        nprobes=nprobes,
+        ef_searches=ef_searches,
+        repeats=repeats,
+        min_seconds=min_seconds,
+        reference=(exact, queries[: min(nq, paired_queries)]) if paired_queries > 0 else None,
+    )
     exact_runs = [(nq / wall, nq / cpu)]
-    rows.append(BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu))
+    exact_row = BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu)
+    sweeper.rows.append(exact_row)
     logger.info("exact: %.0f QPS, %.0f per CPU second", nq / wall, nq / cpu)
-
-    def sweep(name: str, index: ItemIndex, mips: bool, build_s: float, extra: dict) -> None:
-        if index.kind == "hnsw":
-            param, key, values = "efSearch", "ef_search", ef_searches
-        else:
-            param, key = "nprobe", "nprobe"
-            values = tuple(v for v in nprobes if v <= extra["nlist"])
-        for value in values:
-            t = _timed_search(index, queries, k, repeats, min_seconds, reference, **{key: value})
-            rec = recall_at_k(t.ids, truth)
-            info = dict(extra)
-            if t.ndis > 0:  # share of the catalog whose distance each query computed
-                info["scanned"] = round(t.ndis / len(items), 6)
-            if t.ref_wall is not None and t.ref_cpu is not None:
-                info["exact_qps_paired"] = round(1.0 / t.ref_wall, 2)
-                info["exact_cpu_qps_paired"] = round(1.0 / t.ref_cpu, 2)
-            row = BenchRow(
-                name, mips, param, value, rec, nq / t.wall, 0.0, build_s, info, nq / t.cpu
-            )
-            rows.append(row)
-            logger.info(
-                "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s, %.3f%% scanned",
-                row.label,
-                param,
-                value,
-                k,
-                rec,
-                row.qps,
-                row.cpu_qps,
-                100 * info.get("scanned", 0.0),
-            )
-
     for kind in kinds:
         for mips in mips_variants:
             if kind == "ivf":
                 for nlist in nlists:
                     nl = default_nlist(len(items)) if nlist is None else int(nlist)
                     family = _ivf_family(
-                        items,
-                        nlist=nl,
-                        mips=mips,
-                        codes=ivf_codes,
-                        train_per_list=train_per_list,
-                        seed=seed,
-                    )
-                    for name, index, build_s in family:
-                        logger.info("built %s (mips_to_l2=%s) in %.1f s", name, mips, build_s)
-                        if index.kind == "ivf":
-                            sweep(name, index, mips, build_s, {"nlist": nl})
-                        else:
-                            for kf in k_factors:
-                                index.set_search_params(k_factor=kf)
-                                extra = {"nlist": nl, "k_factor": float(kf)}
-                                extra["factory"] = index.params["factory"]
-                                sweep(name, index, mips, build_s, extra)
+                        items, nlist=nl, mips=mips, codes=ivf_codes,
+                        train_per_list=train_per_list, seed=seed,
+                    )  # fmt: skip
+                    sweeper.sweep_ivf_family(family, mips, nl, k_factors)
                     del family
             elif kind == "hnsw":
-                t0 = time.perf_counter()
-                index = build_index(
-                    items,
-                    "hnsw",
-                    "ip",
-                    hnsw_m=hnsw_m,
-                    ef_construction=ef_construction,
-                    mips_to_l2=mips,
-                )
-                build_s = time.perf_counter() - t0
-                logger.info("built hnsw (mips_to_l2=%s) in %.1f s", mips, build_s)
-                sweep("hnsw", index, mips, build_s, {"M": hnsw_m})
-                del index
+                sweeper.sweep_hnsw(items, mips, hnsw_m, ef_construction)
             else:
                 raise ValueError(f"unknown index kind {kind!r}: use 'ivf' and/or 'hnsw'")
 
     # the exact search again, at the end: speed-ups use the faster of the two measurements
     last = _timed_search(exact, queries, k, repeats, min_seconds)
     exact_runs.append((nq / last.wall, nq / last.cpu))
+    _set_speedups(sweeper.rows, exact_runs, clock, meta)
+    return sweeper.rows
+
+
+@dataclass
+class _Sweeper:
+    """How the settings of one run are measured (against the exact ``truth``) and the rows."""
+
+    queries: np.ndarray
+    truth: np.ndarray
+    n_items: int
+    k: int
+    nprobes: tuple[int, ...]
+    ef_searches: tuple[int, ...]
+    repeats: int
+    min_seconds: float
+    reference: tuple[ItemIndex, np.ndarray] | None
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def sweep(self, name: str, index: ItemIndex, mips: bool, build_s: float, extra: dict) -> None:
+        """One row per nprobe (IVF) or efSearch (HNSW) value of a built index."""
+        if index.kind == "hnsw":
+            param, key, values = "efSearch", "ef_search", self.ef_searches
+        else:
+            param, key = "nprobe", "nprobe"
+            values = tuple(v for v in self.nprobes if v <= extra["nlist"])
+        nq = len(self.queries)
+        for value in values:
+            t = _timed_search(
+                index,
+                self.queries,
+                self.k,
+                self.repeats,
+                self.min_seconds,
+                self.reference,
+                **{key: value},
+            )
+            rec = recall_at_k(t.ids, self.truth)
+            info = dict(extra)
+            if t.ndis > 0:  # share of the catalog whose distance each query computed
+                info["scanned"] = round(t.ndis / self.n_items, 6)
+            if t.ref_wall is not None and t.ref_cpu is not None:
+                info["exact_qps_paired"] = round(1.0 / t.ref_wall, 2)
+                info["exact_cpu_qps_paired"] = round(1.0 / t.ref_cpu, 2)
+            row = BenchRow(
+                name, mips, param, value, rec, nq / t.wall, 0.0, build_s, info, nq / t.cpu
+            )
+            self.rows.append(row)
+            logger.info(
+                "%s %s=%d recall@%d=%.4f %.0f QPS, %.0f per CPU s, %.3f%% scanned",
+                row.label,
+                param,
+                value,
+                self.k,
+                rec,
+                row.qps,
+                row.cpu_qps,
+                100 * info.get("scanned", 0.0),
+            )
+
+    def sweep_ivf_family(
+        self,
+        family: list[tuple[str, ItemIndex, float]],
+        mips: bool,
+        nlist: int,
+        k_factors: tuple[float, ...],
+    ) -> None:
+        """Sweep every index of an IVF family; refined codes once per ``k_factor``."""
+        for name, index, build_s in family:
+            logger.info("built %s (mips_to_l2=%s) in %.1f s", name, mips, build_s)
+            if index.kind == "ivf":
+                self.sweep(name, index, mips, build_s, {"nlist": nlist})
+            else:
+                for kf in k_factors:
+                    index.set_search_params(k_factor=kf)
+                    extra = {"nlist": nlist, "k_factor": float(kf)}
+                    extra["factory"] = index.params["factory"]
+                    self.sweep(name, index, mips, build_s, extra)
+
+    def sweep_hnsw(self, items: np.ndarray, mips: bool, hnsw_m: int, ef_construction: int) -> None:
+        """Build an HNSW index over ``items`` and sweep its efSearch values."""
+        t0 = time.perf_counter()
+        index = build_index(
+            items,
+            "hnsw",
+            "ip",
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            mips_to_l2=mips,
+        )
+        build_s = time.perf_counter() - t0
+        logger.info("built hnsw (mips_to_l2=%s) in %.1f s", mips, build_s)
+        self.sweep("hnsw", index, mips, build_s, {"M": hnsw_m})
+        del index
+
+
+def _set_speedups(
+    rows: list[BenchRow],
+    exact_runs: list[tuple[float, float]],
+    clock: str,
+    meta: dict[str, Any] | None,
+) -> None:
+    """Speed-ups on the run's clock: over the paired exact search where a row has one, else
+    over the faster of the exact searches at the start and the end (also the exact row's QPS).
+    ``meta``, when given, receives the clock and those exact throughputs."""
     ref_wall = max(r[0] for r in exact_runs)
     ref_cpu = max(r[1] for r in exact_runs)
     rows[0].qps, rows[0].cpu_qps = ref_wall, ref_cpu
@@ -435,144 +490,3 @@ def run_benchmark(
         meta["clock"] = clock
         meta["exact_qps_start_end"] = [round(r[0], 1) for r in exact_runs]
         meta["exact_cpu_qps_start_end"] = [round(r[1], 1) for r in exact_runs]
-    return rows
-
-
-def operating_points(rows: list[BenchRow], target: float = 0.95) -> dict[str, BenchRow | None]:
-    """Per index variant, the fastest setting whose recall reaches ``target`` (or None)."""
-    out: dict[str, BenchRow | None] = {}
-    for row in rows:
-        if row.index == "exact":
-            continue
-        best = out.get(row.label)
-        if row.recall >= target and (best is None or row.speedup > best.speedup):
-            out[row.label] = row
-        else:
-            out.setdefault(row.label, None)
-    return out
-
-
-def mips_comparison(rows: list[BenchRow], target: float = 0.95) -> list[str]:
-    """Per variant run both ways, whether native IP or the MIPS-to-L2 transform is better.
-
-    Better = a higher speed-up at ``target`` recall; when neither reaches it, the higher best
-    recall.
-    """
-    points = operating_points(rows, target)
-    best_recall: dict[str, float] = {}
-    for row in rows:
-        best_recall[row.label] = max(best_recall.get(row.label, 0.0), row.recall)
-    lines = []
-    for label, point in points.items():
-        if label.endswith(" +mips2l2"):
-            continue
-        mips_label = label + " +mips2l2"
-        if mips_label not in points:
-            continue
-        native, mips = point, points[mips_label]
-        if native is not None or mips is not None:
-            win = (
-                mips_label if native is None or (mips and mips.speedup > native.speedup) else label
-            )
-            why = f"faster at recall >= {target}"
-        else:
-            win = mips_label if best_recall[mips_label] > best_recall[label] else label
-            why = (
-                f"higher best recall ({best_recall[mips_label]:.4f} with, "
-                f"{best_recall[label]:.4f} without the transform)"
-            )
-        lines.append(f"- {label}: {'MIPS-to-L2' if win == mips_label else 'native IP'} ({why})")
-    return lines
-
-
-def markdown_table(rows: list[BenchRow], k: int, target: float = 0.95) -> str:
-    """The sweep as a markdown table plus one line per variant's operating point."""
-    lines = [
-        f"| index | MIPS->L2 | parameter | value | recall@{k} | QPS | QPS per CPU s |"
-        " speed-up vs exact | catalog scanned | build s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        name = r.label.replace(" +mips2l2", "")
-        lines.append(
-            f"| {name} | {'yes' if r.mips_to_l2 else 'no'} | {r.param or '-'} | "
-            f"{r.value if r.param else '-'} | {r.recall:.4f} | {r.qps:,.0f} | "
-            f"{r.cpu_qps:,.0f} | {r.speedup:.1f}x | {_scanned(r)} | {r.build_s:.1f} |"
-        )
-    lines.append("")
-    for label, r in operating_points(rows, target).items():
-        if r is None:
-            lines.append(f"- {label}: no setting reached recall@{k} >= {target}")
-        else:
-            lines.append(
-                f"- {label}: {r.param}={r.value} gives recall@{k} {r.recall:.4f} at "
-                f"{r.speedup:.1f}x exact ({r.qps:,.0f} QPS, {r.cpu_qps:,.0f} per CPU s)"
-            )
-    comparison = mips_comparison(rows, target)
-    if comparison:
-        lines += ["", "MIPS-to-L2 or native IP, per variant:", *comparison]
-    return "\n".join(lines)
-
-
-def _scanned(row: BenchRow) -> str:
-    if row.index == "exact":
-        return "100%"
-    share = row.extra.get("scanned")
-    return "-" if share is None else f"{100 * share:.2f}%"
-
-
-def write_json(rows: list[BenchRow], path: str | Path, meta: dict[str, Any]) -> None:
-    """Rows and run metadata (sizes, threads, faiss version) as JSON."""
-    payload = {"meta": meta, "rows": [asdict(r) | {"label": r.label} for r in rows]}
-    Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-
-
-def plot_curves(
-    rows: list[BenchRow], path: str | Path, k: int, title: str = "", target: float = 0.95
-) -> None:
-    """Speed-up over exact search vs recall@k per variant (log axis), 10x and target lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    labels = sorted({r.label for r in rows if r.index != "exact"})
-    for label in labels:
-        pts = [r for r in rows if r.label == label]
-        ax.plot(
-            [r.recall for r in pts],
-            [r.speedup for r in pts],
-            marker="o",
-            ms=3,
-            ls="--" if "+mips2l2" not in label else "-",
-            label=label,
-        )
-        for r in pts:
-            ax.annotate(str(r.value), (r.recall, r.speedup), fontsize=6, alpha=0.6)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="exact search")
-    ax.axhline(10.0, color="gray", ls=":", lw=1, label="10x exact")
-    ax.axvline(target, color="gray", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel(f"recall@{k} (vs exact inner-product search)")
-    ax.set_ylabel("speed-up over exact search")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def run_meta(items: np.ndarray, queries: np.ndarray, k: int, **extra: Any) -> dict[str, Any]:
-    """Metadata for a run: sizes, k, Faiss threads and version, plus anything given."""
-    return {
-        "n_items": int(items.shape[0]),
-        "dim": int(items.shape[1]),
-        "n_queries": int(queries.shape[0]),
-        "k": k,
-        "faiss_threads": faiss.omp_get_max_threads(),
-        "faiss_version": faiss.__version__,
-        "default_nlist": default_nlist(items.shape[0]),
-        **extra,
-    }

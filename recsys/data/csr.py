@@ -1,0 +1,87 @@
+"""Canonical CSR matrices: built from arrays, compared by structure, and from coded (user, item)
+columns with repeated pairs combined by a duplicate rule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+#: How :meth:`Interactions.from_columns` combines repeated (user, item) pairs.
+DUPLICATE_RULES = ("sum", "max", "first", "last")
+
+Duplicates = Literal["sum", "max", "first", "last"]
+
+
+def structure_equal(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    """Whether two CSR matrices have the same shape and stored positions (values aside)."""
+    return (
+        a.shape == b.shape
+        and a.nnz == b.nnz
+        and np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+    )
+
+
+def csr(
+    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """A CSR matrix over arrays already in canonical form (sorted, no duplicates): no copy, no
+    check, so the caller guarantees the order."""
+    m = sp.csr_matrix((data, indices, indptr), shape=shape)
+    m.has_sorted_indices = True
+    m.has_canonical_format = True
+    return m
+
+
+def coded_csr(
+    ucode: np.ndarray,
+    icode: np.ndarray,
+    v: np.ndarray,
+    t: np.ndarray | None,
+    shape: tuple[int, int],
+    duplicates: Duplicates,
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """(values, timestamps) as canonical CSR matrices from per-interaction internal codes.
+
+    Repeated (user, item) pairs are combined by ``duplicates`` (``"first"`` / ``"last"`` in input
+    order, hence a stable sort); a combined pair keeps the latest of its timestamps.
+    """
+    n = ucode.size
+    n_users, n_items = shape
+    key = ucode * np.int64(max(n_items, 1)) + icode
+    if n < 2 or bool(np.all(key[1:] > key[:-1])):
+        # already in order without duplicates (e.g. a file sorted by user and item)
+        key_s, v_s = key, v
+        t_s = None if t is None else t.copy()  # never share the caller's array
+        start = np.arange(n)
+    else:
+        stable = duplicates in ("first", "last")
+        order = np.argsort(key, kind="stable" if stable else None)
+        key_s, v_s = key[order], v[order]
+        t_s = None if t is None else t[order]
+        start = np.flatnonzero(np.concatenate(([True], key_s[1:] != key_s[:-1])))
+    if start.size == n:  # no duplicates: nothing to combine
+        data, ts = v_s, t_s
+    else:
+        if duplicates == "sum":
+            data = np.add.reduceat(v_s, start)
+        elif duplicates == "max":
+            data = np.maximum.reduceat(v_s, start)
+        elif duplicates == "first":
+            data = v_s[start]
+        else:
+            end = np.concatenate((start[1:], [n])) - 1
+            data = v_s[end]
+        ts = None if t_s is None else np.maximum.reduceat(t_s, start)
+    ukey = key_s if start.size == n else key_s[start]
+    rows = ukey // max(n_items, 1)
+    cols = (ukey - rows * max(n_items, 1)).astype(np.int32)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    matrix = csr(data.astype(np.float32), cols, indptr, shape)
+    tmat = None if ts is None else csr(ts, cols, indptr, shape)
+    return matrix, tmat

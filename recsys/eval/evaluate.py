@@ -15,16 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.eval._utils import (
-    ArrayLike,
-    as_float_tensor,
-    as_id_tensor,
-    canonical_csr,
-    first_occurrence,
-    relevant_csr,
-    resolve_device,
-)
 from recsys.eval.beyond import BEYOND_METRICS, beyond_accuracy_metrics
+from recsys.eval.lists import as_id_tensor, first_occurrence, relevant_csr
 from recsys.eval.ranking import (
     RANKING_METRICS,
     check_ks,
@@ -32,7 +24,8 @@ from recsys.eval.ranking import (
     ranking_metrics,
     recall_vs_exact,
 )
-from recsys.eval.topk import DEFAULT_MEMORY_BUDGET, topk_items
+from recsys.scoring import DEFAULT_MEMORY_BUDGET, topk_items
+from recsys.scoring.arrays import ArrayLike, as_float_tensor, canonical_csr, resolve_device
 
 #: Every metric name ``evaluate`` accepts in ``metrics=``.
 ALL_METRICS = RANKING_METRICS + BEYOND_METRICS
@@ -148,7 +141,7 @@ def evaluate(
         users: rows to consider (default: all). Only those with a relevant test item are scored.
         device: where to compute; default: the device of ``user_vectors`` if a tensor, else CPU.
         memory_budget_bytes: bound on one block of scores in the top-k computation.
-        precision: how the top-k product runs (see :func:`recsys.eval.topk.topk_items`); every
+        precision: how the top-k product runs (see :func:`recsys.scoring.topk_items`); every
             choice returns the float32 top-k, ``"auto"`` picks the fastest.
 
     Returns:

@@ -162,40 +162,51 @@ def evaluate(
     names = _split_metric_names(metrics)
 
     scope = _scope(users, n_rows)
-    has_test = np.diff(test_csr.indptr)[scope] > 0
-    rows = scope[has_test]
-    n_skipped = int(scope.size - rows.size)
-
+    rows = scope[np.diff(test_csr.indptr)[scope] > 0]
     if item_popularity is None and train_csr is not None:
         item_popularity = item_degrees(train_csr)
-    n_train_users = None if train_csr is None else n_rows
-    feats = items if item_features is None else item_features
-
-    rows_t = torch.from_numpy(rows).to(dev)
-    uv = as_float_tensor(user_vectors, "user_vectors", dev).index_select(0, rows_t)
-    exclude = None if train_csr is None else train_csr[rows]
-    ids, _ = topk_items(
-        uv,
-        items,
-        max(ks_),
-        exclude=exclude,
-        memory_budget_bytes=memory_budget_bytes,
-        device=dev,
-        precision=precision,
+    ids = _full_ranking(
+        user_vectors, items, train_csr, rows, max(ks_), memory_budget_bytes, precision
     )
     return _collect(
         ids,
         test_csr,
         rows,
-        n_skipped,
+        int(scope.size - rows.size),
         ks_,
         names,
         n_items,
         item_popularity,
-        n_train_users,
-        feats,
+        None if train_csr is None else n_rows,
+        items if item_features is None else item_features,
         dev,
     )
+
+
+def _full_ranking(
+    user_vectors: ArrayLike,
+    items: torch.Tensor,
+    train: sp.csr_matrix | None,
+    rows: np.ndarray,
+    k: int,
+    memory_budget_bytes: int,
+    precision: str,
+) -> torch.Tensor:
+    """Top-k ids of the given user rows over every item, their training items excluded."""
+    dev = items.device
+    rows_t = torch.from_numpy(rows).to(dev)
+    uv = as_float_tensor(user_vectors, "user_vectors", dev).index_select(0, rows_t)
+    exclude = None if train is None else train[rows]
+    ids, _ = topk_items(
+        uv,
+        items,
+        k,
+        exclude=exclude,
+        memory_budget_bytes=memory_budget_bytes,
+        device=dev,
+        precision=precision,
+    )
+    return ids
 
 
 def drop_excluded(

@@ -31,10 +31,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.index.builder import build_index, model_item_vectors
+from recsys.index.builder import build_index
 from recsys.index.errors import IndexMismatchError, UnknownUserError
 from recsys.index.item_index import ItemIndex
-from recsys.index.vectors import allowed_mask, as_float32_matrix, check_item_ids
+from recsys.index.vectors import (
+    allowed_mask,
+    as_float32_matrix,
+    check_item_ids,
+    model_item_vectors,
+)
 
 logger = logging.getLogger(__name__)
 

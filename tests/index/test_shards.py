@@ -20,8 +20,7 @@ from recsys.index import (
     read_sidecar,
     sidecar_path,
 )
-from recsys.index.builder import shard_bounds
-from recsys.index.item_index import combine_shards
+from recsys.index.shards import combine_shards, shard_bounds
 from recsys.retrieval import CandidateGenerator
 
 

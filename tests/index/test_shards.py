@@ -23,15 +23,6 @@ from recsys.index import (
 from recsys.index.shards import combine_shards, shard_bounds
 from recsys.retrieval import CandidateGenerator
 
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 RNG = np.random.default_rng(5)
 N_ITEMS, DIM = 301, 12  # 301 = 151 + 150 (S=2) = 101 + 100 + 100 (S=3)
 ITEMS = (RNG.standard_normal((N_ITEMS, DIM)) * RNG.lognormal(0, 0.8, (N_ITEMS, 1))).astype(

@@ -73,7 +73,7 @@ def block_rows(
     return int(max(1, min(max_rows, memory_budget_bytes // per_row)))
 
 
-def allowed_index(allowed_items: ArrayLike | None, n_items: int) -> np.ndarray | None:
+def _allowed_index(allowed_items: ArrayLike | None, n_items: int) -> np.ndarray | None:
     """Sorted internal ids of the items that may be recommended (None means all of them)."""
     if allowed_items is None:
         return None
@@ -94,7 +94,7 @@ def allowed_index(allowed_items: ArrayLike | None, n_items: int) -> np.ndarray |
     return np.unique(a)
 
 
-def exclusion_arrays(
+def _exclusion_arrays(
     exclude: sp.spmatrix | None,
     n_users: int,
     n_items: int,
@@ -116,7 +116,7 @@ def exclusion_arrays(
     return indptr, indices
 
 
-class Exclusion:
+class _Exclusion:
     """The excluded (user, item) entries, in the scored column space, sliceable per user range."""
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, dev: torch.device) -> None:
@@ -143,7 +143,7 @@ class Exclusion:
         return torch.from_numpy(pos).to(self.dev), self.cols[entries]
 
 
-def exact_block(
+def _exact_block(
     users: torch.Tensor,
     items_t: torch.Tensor,
     masked: Masked | None,
@@ -213,9 +213,9 @@ class _BlockScorer:
                 "-inf"
             )  # padding of the last chunk, never written again
         args = (self.buf, self.n_scored, self.kk, self.k_fetch, self.width)
-        return exact_block(u_rows, self.items_t, masked, *args)
+        return _exact_block(u_rows, self.items_t, masked, *args)
 
-    def block(self, s: int, e: int, excl: Exclusion | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def block(self, s: int, e: int, excl: _Exclusion | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-kk (ids in the scored column space, scores) of users s..e-1."""
         masked = None if excl is None else excl.range(s, e)
         if self.mode != "bf16":
@@ -314,8 +314,8 @@ def topk_items(
     offsets = as_vector(user_offsets, "user_offsets", n_users, dev)
     mode = resolve_precision(precision, dev, dtype, users.shape[1])
 
-    allowed = allowed_index(allowed_items, n_items)
-    excl_arrays = exclusion_arrays(exclude, n_users, n_items, allowed)
+    allowed = _allowed_index(allowed_items, n_items)
+    excl_arrays = _exclusion_arrays(exclude, n_users, n_items, allowed)
     allowed_t = None
     if allowed is not None:
         allowed_t = torch.from_numpy(allowed).to(dev)
@@ -328,7 +328,7 @@ def topk_items(
     kk = min(k, items.shape[0])
     if n_users == 0 or kk == 0:
         return out
-    excl = None if excl_arrays is None else Exclusion(*excl_arrays, dev)
+    excl = None if excl_arrays is None else _Exclusion(*excl_arrays, dev)
     scorer = _BlockScorer(users, items, kk, mode, block_size, memory_budget_bytes)
     for s in range(0, n_users, scorer.block_size):
         e = min(s + scorer.block_size, n_users)

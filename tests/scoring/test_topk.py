@@ -198,13 +198,13 @@ def tiny_candidates(monkeypatch):
     monkeypatch.setattr(bf16_mod, "BF16_CANDIDATES_PER_K", 1)
     monkeypatch.setattr(bf16_mod, "BF16_CANDIDATES_EXTRA", 0)
     calls = {"rows": 0}
-    exact_block = topk_mod.exact_block
+    exact_block = topk_mod._exact_block
 
     def counting(users, *args, **kwargs):
         calls["rows"] += users.shape[0]
         return exact_block(users, *args, **kwargs)
 
-    monkeypatch.setattr(topk_mod, "exact_block", counting)
+    monkeypatch.setattr(topk_mod, "_exact_block", counting)
     return calls
 
 

@@ -31,10 +31,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.index.builder import build_index, model_item_vectors
+from recsys.index.builder import build_index
 from recsys.index.errors import IndexMismatchError, UnknownUserError
 from recsys.index.item_index import ItemIndex
-from recsys.index.vectors import allowed_mask, as_float32_matrix, check_item_ids
+from recsys.index.vectors import (
+    allowed_mask,
+    as_float32_matrix,
+    check_item_ids,
+    model_item_vectors,
+)
+from recsys.scoring import topk_items
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +204,6 @@ class CandidateGenerator:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         mask = allowed_mask(self.n_items, allowed_items, excluded_items)
-
         if user_vectors is not None:
             queries = as_float32_matrix(user_vectors, "user_vectors")
             if queries.shape[1] != self.dim:
@@ -206,30 +211,9 @@ class CandidateGenerator:
                     f"user_vectors have dimension {queries.shape[1]}, the item embeddings "
                     f"{self.dim}; fold users in with the same model"
                 )
-            n = queries.shape[0]
-            offsets = (
-                np.zeros(n, np.float32)
-                if user_offsets is None
-                else np.asarray(user_offsets, np.float32).ravel()
-            )
-            if offsets.shape != (n,):
-                raise ValueError(f"user_offsets must have {n} entries, got {offsets.shape}")
-            seen = None
-            if user_ids is not None:
-                uids = self._user_array(user_ids)
-                if len(uids) != n:
-                    raise ValueError(f"{len(uids)} user_ids for {n} user_vectors")
-                unknown = self._unknown(uids)
-                if unknown.any():
-                    raise UnknownUserError(self._unknown_message(uids[unknown]))
-                if exclude_seen:
-                    seen = self._seen_for(uids)
-            elif exclude_seen and seen_rows is not None:
-                seen = _as_csr(seen_rows, self.n_items, "seen_rows")
-                if seen.shape[0] != n:
-                    raise ValueError(f"seen_rows has {seen.shape[0]} rows for {n} user_vectors")
+            offsets = _query_offsets(user_offsets, queries.shape[0])
+            seen = self._query_seen(user_ids, seen_rows, exclude_seen, queries.shape[0])
             return self._topk(queries, offsets, seen, mask, k)
-
         if user_ids is None:
             raise ValueError("give user_ids (known users) or user_vectors (e.g. folded-in users)")
         if self.model is None:
@@ -237,7 +221,36 @@ class CandidateGenerator:
                 "this generator was built from plain embeddings: pass user_vectors (and "
                 "user_offsets) for the queries"
             )
-        uids = self._user_array(user_ids)
+        return self._model_candidates(self._user_array(user_ids), k, exclude_seen, mask, fallback)
+
+    def _query_seen(
+        self, user_ids: Any, seen_rows: Any, exclude_seen: bool, n: int
+    ) -> sp.csr_matrix | None:
+        """The seen items of ``n`` given query vectors: from ``user_ids`` or ``seen_rows``."""
+        if user_ids is not None:
+            uids = self._user_array(user_ids)
+            if len(uids) != n:
+                raise ValueError(f"{len(uids)} user_ids for {n} user_vectors")
+            unknown = self._unknown(uids)
+            if unknown.any():
+                raise UnknownUserError(self._unknown_message(uids[unknown]))
+            return self._seen_for(uids) if exclude_seen else None
+        if exclude_seen and seen_rows is not None:
+            seen = _as_csr(seen_rows, self.n_items, "seen_rows")
+            if seen.shape[0] != n:
+                raise ValueError(f"seen_rows has {seen.shape[0]} rows for {n} user_vectors")
+            return seen
+        return None
+
+    def _model_candidates(
+        self,
+        uids: np.ndarray,
+        k: int,
+        exclude_seen: bool,
+        mask: np.ndarray | None,
+        fallback: str | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates of known users from the model's vectors; unknown ones per ``fallback``."""
         unknown = self._unknown(uids)
         if unknown.any() and fallback != "popular":
             raise UnknownUserError(self._unknown_message(uids[unknown]))
@@ -361,7 +374,7 @@ class CandidateGenerator:
         k_eff = np.minimum(k, n_valid - seen_counts)
 
         if n_valid <= self.exact_below or k > self.index.max_k:
-            self._exhaustive(queries, seen, mask, k_eff, np.arange(n), out_ids)
+            self._exhaustive(queries, seen, mask, np.arange(n), out_ids)
         else:
             order = np.argsort(seen_counts, kind="stable")
             for start in range(0, n, self.batch_size):
@@ -417,54 +430,28 @@ class CandidateGenerator:
             if index.exact and fetch >= index.max_k:
                 break
         logger.debug("%d rows fall back to exhaustive scoring", pending.size)
-        self._exhaustive(queries, seen, mask, k_eff, pending, out_ids)
+        self._exhaustive(queries, seen, mask, pending, out_ids)
 
     def _exhaustive(
         self,
         queries: np.ndarray,
         seen: sp.csr_matrix | None,
         mask: np.ndarray | None,
-        k_eff: np.ndarray,
         rows: np.ndarray,
         out_ids: np.ndarray,
     ) -> None:
-        """Exact top-k over all valid items for ``rows`` (dense scores, chunked by memory)."""
+        """Exact top-k over all valid items for ``rows``, by the shared blocked scorer."""
         if rows.size == 0:
             return
         self.last_exhaustive_rows += int(rows.size)
-        k = out_ids.shape[1]
-        if mask is None:
-            cols = None
-            items = self.item_embeddings
-        else:
-            cols = np.flatnonzero(mask)
-            items = self.item_embeddings[cols]
-        n_cols = items.shape[0]
-        if n_cols == 0:
-            return
-        position = None
-        if cols is not None:
-            position = np.full(self.n_items, -1, dtype=np.int64)
-            position[cols] = np.arange(n_cols)
-        chunk = max(1, (1 << 24) // n_cols)
-        for start in range(0, rows.size, chunk):
-            r = rows[start : start + chunk]
-            s = queries[r] @ items.T
-            if seen is not None:
-                sub = seen[r]
-                rr = np.repeat(np.arange(len(r)), np.diff(sub.indptr))
-                cc = sub.indices if position is None else position[sub.indices]
-                keep = cc >= 0
-                s[rr[keep], cc[keep]] = -np.inf
-            kk = min(k, n_cols)
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-            part_scores = np.take_along_axis(s, part, axis=1)
-            order = np.argsort(-part_scores, axis=1, kind="stable")
-            top = np.take_along_axis(part, order, axis=1)
-            top_scores = np.take_along_axis(part_scores, order, axis=1)
-            top_ids = top if cols is None else cols[top]
-            top_ids[~np.isfinite(top_scores) | (np.arange(kk) >= k_eff[r][:, None])] = -1
-            out_ids[r, :kk] = top_ids
+        top = topk_items(
+            queries[rows],
+            self.item_embeddings,
+            out_ids.shape[1],
+            exclude=None if seen is None else seen[rows],
+            allowed_items=mask,
+        )
+        out_ids[rows] = top.ids.numpy()
 
     def _rescore(
         self, queries: np.ndarray, offsets: np.ndarray, ids: np.ndarray
@@ -509,3 +496,13 @@ def _seen_hits(seen_rows: sp.csr_matrix, ids: np.ndarray, n_items: int) -> np.nd
     cand = np.arange(n, dtype=np.int64)[:, None] * n_items + np.where(ids >= 0, ids, 0)
     pos = np.minimum(np.searchsorted(keys, cand), keys.size - 1)
     return (keys[pos] == cand) & (ids >= 0)
+
+
+def _query_offsets(user_offsets: Any, n: int) -> np.ndarray:
+    """Per-query score offsets as float32 (n,); zeros when none are given."""
+    if user_offsets is None:
+        return np.zeros(n, np.float32)
+    offsets = np.asarray(user_offsets, np.float32).ravel()
+    if offsets.shape != (n,):
+        raise ValueError(f"user_offsets must have {n} entries, got {offsets.shape}")
+    return offsets

@@ -21,6 +21,7 @@ from recsys.als.solvers import SOLVERS, HalfProblem
 from recsys.als.solvers.base import Workspace
 from recsys.als.weightings import WEIGHTINGS
 from recsys.io import atomic_path
+from recsys.scoring import topk_items
 
 #: version of the file layout written by `ALS.save`; `load` rejects any other
 FORMAT_VERSION = 1
@@ -677,8 +678,6 @@ class ALS:
         `items` restricts the candidates. Returns internal item ids (int64) and scores (float32),
         both (len(user_ids), k); slots beyond the number of eligible items hold id -1, score -inf.
         """
-        from recsys.eval.topk import topk_items
-
         self._require_fitted()
         users = self._index_tensor(user_ids, self.n_users, "user")
         exclude = None
@@ -711,8 +710,6 @@ class ALS:
 
     def similar_items(self, item_ids: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k most cosine-similar items to each of `item_ids` (itself excluded)."""
-        from recsys.eval.topk import topk_items
-
         self._require_fitted()
         idx = self._index_tensor(item_ids, self.n_items, "item")
         unit = torch.nn.functional.normalize(self.item_factors.float(), dim=1)

@@ -1,11 +1,9 @@
-"""Evaluation of recommenders: fast full-ranking top-k, ranking and beyond-accuracy metrics.
+"""Evaluation of recommenders: full-ranking evaluation, ranking and beyond-accuracy metrics.
 
-Everything is batched on torch (CPU or CUDA, same code) with no Python loop per user:
+Everything is batched on torch (CPU or CUDA, same code) with no Python loop per user. The full
+ranking itself is :func:`recsys.scoring.topk_items` (exact top-k per user in fused blocks, memory
+bounded by a budget), the same scorer ``ALS.recommend`` and the candidate generator use.
 
-- :func:`topk_items`: exact top-k per user in fused blocks (one matrix product, masking of the
-  training items by a CSR scatter, a two-stage top-k), memory bounded by a budget; from 256
-  factors on AMX CPUs a bfloat16 product finds candidates that are re-scored in float32 with a
-  per-user proof of exactness (``precision=``).
 - :func:`ranking_metrics`: recall, capped recall, precision, NDCG, MAP, hit rate, MRR at any k.
 - :func:`beyond_accuracy_metrics`: catalog coverage, Gini of exposure, popularity percentile,
   novelty, intra-list diversity.
@@ -36,13 +34,11 @@ from recsys.eval.evaluate import (
 from recsys.eval.ranking import RANKING_METRICS, ranking_metrics, recall_vs_exact
 from recsys.eval.rating import mae, predict_entries, rating_metrics, rmse
 from recsys.eval.report import format_metrics
-from recsys.eval.topk import TopK, topk_items
 
 __all__ = [
     "ALL_METRICS",
     "BEYOND_METRICS",
     "RANKING_METRICS",
-    "TopK",
     "beyond_accuracy_metrics",
     "catalog_coverage",
     "drop_excluded",
@@ -63,5 +59,4 @@ __all__ = [
     "rating_metrics",
     "recall_vs_exact",
     "rmse",
-    "topk_items",
 ]

@@ -29,8 +29,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.eval._utils import ArrayLike, as_id_tensor, first_occurrence, resolve_device
+from recsys.eval.lists import as_id_tensor, first_occurrence
 from recsys.eval.ranking import check_ks
+from recsys.scoring.arrays import ArrayLike, resolve_device
 
 #: The names accepted in ``metrics=`` (each reported as ``"<name>@<k>"``).
 BEYOND_METRICS = ("coverage", "gini", "popularity_percentile", "novelty", "diversity")

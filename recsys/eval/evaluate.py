@@ -15,16 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.eval._utils import (
-    ArrayLike,
-    as_float_tensor,
-    as_id_tensor,
-    canonical_csr,
-    first_occurrence,
-    relevant_csr,
-    resolve_device,
-)
 from recsys.eval.beyond import BEYOND_METRICS, beyond_accuracy_metrics
+from recsys.eval.lists import as_id_tensor, first_occurrence, relevant_csr
 from recsys.eval.ranking import (
     RANKING_METRICS,
     check_ks,
@@ -32,7 +24,8 @@ from recsys.eval.ranking import (
     ranking_metrics,
     recall_vs_exact,
 )
-from recsys.eval.topk import DEFAULT_MEMORY_BUDGET, topk_items
+from recsys.scoring import DEFAULT_MEMORY_BUDGET, topk_items
+from recsys.scoring.arrays import ArrayLike, as_float_tensor, canonical_csr, resolve_device
 
 #: Every metric name ``evaluate`` accepts in ``metrics=``.
 ALL_METRICS = RANKING_METRICS + BEYOND_METRICS
@@ -148,7 +141,7 @@ def evaluate(
         users: rows to consider (default: all). Only those with a relevant test item are scored.
         device: where to compute; default: the device of ``user_vectors`` if a tensor, else CPU.
         memory_budget_bytes: bound on one block of scores in the top-k computation.
-        precision: how the top-k product runs (see :func:`recsys.eval.topk.topk_items`); every
+        precision: how the top-k product runs (see :func:`recsys.scoring.topk_items`); every
             choice returns the float32 top-k, ``"auto"`` picks the fastest.
 
     Returns:
@@ -169,40 +162,51 @@ def evaluate(
     names = _split_metric_names(metrics)
 
     scope = _scope(users, n_rows)
-    has_test = np.diff(test_csr.indptr)[scope] > 0
-    rows = scope[has_test]
-    n_skipped = int(scope.size - rows.size)
-
+    rows = scope[np.diff(test_csr.indptr)[scope] > 0]
     if item_popularity is None and train_csr is not None:
         item_popularity = item_degrees(train_csr)
-    n_train_users = None if train_csr is None else n_rows
-    feats = items if item_features is None else item_features
-
-    rows_t = torch.from_numpy(rows).to(dev)
-    uv = as_float_tensor(user_vectors, "user_vectors", dev).index_select(0, rows_t)
-    exclude = None if train_csr is None else train_csr[rows]
-    ids, _ = topk_items(
-        uv,
-        items,
-        max(ks_),
-        exclude=exclude,
-        memory_budget_bytes=memory_budget_bytes,
-        device=dev,
-        precision=precision,
+    ids = _full_ranking(
+        user_vectors, items, train_csr, rows, max(ks_), memory_budget_bytes, precision
     )
     return _collect(
         ids,
         test_csr,
         rows,
-        n_skipped,
+        int(scope.size - rows.size),
         ks_,
         names,
         n_items,
         item_popularity,
-        n_train_users,
-        feats,
+        None if train_csr is None else n_rows,
+        items if item_features is None else item_features,
         dev,
     )
+
+
+def _full_ranking(
+    user_vectors: ArrayLike,
+    items: torch.Tensor,
+    train: sp.csr_matrix | None,
+    rows: np.ndarray,
+    k: int,
+    memory_budget_bytes: int,
+    precision: str,
+) -> torch.Tensor:
+    """Top-k ids of the given user rows over every item, their training items excluded."""
+    dev = items.device
+    rows_t = torch.from_numpy(rows).to(dev)
+    uv = as_float_tensor(user_vectors, "user_vectors", dev).index_select(0, rows_t)
+    exclude = None if train is None else train[rows]
+    ids, _ = topk_items(
+        uv,
+        items,
+        k,
+        exclude=exclude,
+        memory_budget_bytes=memory_budget_bytes,
+        device=dev,
+        precision=precision,
+    )
+    return ids
 
 
 def drop_excluded(

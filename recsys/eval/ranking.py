@@ -30,13 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.eval._utils import (
-    ArrayLike,
-    as_id_tensor,
-    first_occurrence,
-    relevant_csr,
-    resolve_device,
-)
+from recsys.eval.lists import as_id_tensor, first_occurrence, relevant_csr
+from recsys.scoring.arrays import ArrayLike, resolve_device
 
 #: The names accepted in ``metrics=`` (each is reported as ``"<name>@<k>"`` for every k).
 RANKING_METRICS = (

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.eval._utils import (
+from recsys.scoring.arrays import (
     ArrayLike,
     as_float_tensor,
     as_vector,

@@ -16,11 +16,13 @@ from recsys.index.builder import (
     build_index_from_model,
     default_nlist,
     default_nprobe,
-    model_item_vectors,
 )
 from recsys.index.errors import IndexMismatchError, UnknownUserError
-from recsys.index.item_index import GPU_MAX_K, KINDS, METRICS, ItemIndex, faiss_gpu_count
-from recsys.index.store import file_sha256, load_index, read_sidecar, save_index, sidecar_path
+from recsys.index.gpu import GPU_MAX_K, faiss_gpu_count
+from recsys.index.item_index import KINDS, METRICS, ItemIndex
+from recsys.index.sidecar import file_sha256, read_sidecar, sidecar_path
+from recsys.index.store import load_index, save_index
+from recsys.index.vectors import model_item_vectors
 
 __all__ = [
     "DEFAULT_MIPS_TO_L2",

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
 import numpy as np
 
-from recsys.index.item_index import KINDS, METRICS, ItemIndex, combine_shards, faiss_gpu_count
-from recsys.index.vectors import as_float32_matrix, mips_augment_items, normalize_rows
+from recsys.index.gpu import faiss_gpu_count
+from recsys.index.item_index import KINDS, METRICS, ItemIndex
+from recsys.index.shards import combine_shards, shard_bounds
+from recsys.index.vectors import (
+    as_float32_matrix,
+    mips_augment_items,
+    model_item_vectors,
+    normalize_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,33 +124,77 @@ def build_index(
     if n == 0 or d == 0:
         raise ValueError(f"cannot build an index over an empty matrix of shape {x.shape}")
     ids = _check_item_ids(item_ids, n)
-
     if mips_to_l2 is None:
         mips_to_l2 = metric == "ip" and DEFAULT_MIPS_TO_L2[kind]
     elif mips_to_l2 and metric != "ip":
         raise ValueError(f"mips_to_l2 applies to metric 'ip' only, not {metric!r}")
-
-    max_norm = None
-    if metric == "cosine":
-        xb = normalize_rows(x)
-        faiss_metric = faiss.METRIC_INNER_PRODUCT
-    elif metric == "ip" and mips_to_l2:
-        xb, max_norm = mips_augment_items(x)
-        faiss_metric = faiss.METRIC_L2
-    elif metric == "ip":
-        xb = x
-        faiss_metric = faiss.METRIC_INNER_PRODUCT
-    else:
-        xb = x
-        faiss_metric = faiss.METRIC_L2
-    dd = xb.shape[1]
+    xb, faiss_metric, max_norm = _indexed_vectors(x, metric, mips_to_l2)
 
     if not 1 <= int(shards) <= n:
         raise ValueError(f"shards must be in [1, n_items={n}], got {shards}")
-    shards = int(shards)
-    bounds = shard_bounds(n, shards)
-    smallest = int(np.diff(bounds).min())
+    bounds = shard_bounds(n, int(shards))
+    settings = _settings(
+        kind, bounds, nlist, nprobe, hnsw_m, ef_construction, ef_search, factory, seed
+    )
+    item_index = ItemIndex(
+        _build_parts(kind, xb, faiss_metric, bounds, settings),
+        kind=kind,
+        metric=metric,
+        dim=d,
+        params=settings.params,
+        mips_to_l2=bool(mips_to_l2),
+        max_norm=max_norm,
+        item_ids=ids,
+        vectors=vectors,
+    )
+    logger.info("built %r", item_index)
+    if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
+        item_index.to_gpu(gpu_id)
+    return item_index
 
+
+def _indexed_vectors(
+    x: np.ndarray, metric: str, mips_to_l2: bool
+) -> tuple[np.ndarray, int, float | None]:
+    """(vectors Faiss stores, Faiss metric, max norm of the MIPS-to-L2 transform or None)."""
+    if metric == "cosine":
+        return normalize_rows(x), faiss.METRIC_INNER_PRODUCT, None
+    if metric == "ip" and mips_to_l2:
+        xb, max_norm = mips_augment_items(x)
+        return xb, faiss.METRIC_L2, max_norm
+    if metric == "ip":
+        return x, faiss.METRIC_INNER_PRODUCT, None
+    return x, faiss.METRIC_L2, None
+
+
+@dataclass
+class _Settings:
+    """The checked build settings of one index; ``params`` are the ones its sidecar records."""
+
+    params: dict[str, Any]
+    nlist: int | None
+    nprobe: int | None
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    factory: str | None
+    seed: int
+
+
+def _settings(
+    kind: str,
+    bounds: np.ndarray,
+    nlist: int | None,
+    nprobe: int | None,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: int,
+    factory: str | None,
+    seed: int,
+) -> _Settings:
+    """Check the settings of ``kind`` and fill in the IVF defaults (from the smallest shard)."""
+    shards, n = bounds.size - 1, int(bounds[-1])
+    smallest = int(np.diff(bounds).min())
     params: dict[str, Any] = {}
     if kind == "ivf":
         nlist = default_nlist(smallest) if nlist is None else int(nlist)
@@ -162,70 +214,32 @@ def build_index(
         params.update(M=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
     elif kind == "factory" and not factory:
         raise ValueError("kind='factory' needs a Faiss factory string, e.g. 'IVF1024,SQ8'")
+    return _Settings(params, nlist, nprobe, hnsw_m, ef_construction, ef_search, factory, seed)
 
+
+def _build_parts(
+    kind: str, xb: np.ndarray, faiss_metric: int, bounds: np.ndarray, settings: _Settings
+) -> faiss.Index:
+    """The trained and filled Faiss index: one per shard, joined when there are several."""
     parts = []
-    for s in range(shards):
+    for s in range(bounds.size - 1):
         rows = xb[bounds[s] : bounds[s + 1]]
-        part, extra = _new_faiss_index(
-            kind,
-            dd,
-            faiss_metric,
-            nlist=nlist,
-            hnsw_m=hnsw_m,
-            ef_construction=ef_construction,
-            ef_search=ef_search,
-            factory=factory,
-            nprobe=nprobe,
-            seed=seed,
-        )
-        params.update(extra)
+        part, extra = _new_faiss_index(kind, xb.shape[1], faiss_metric, settings)
+        settings.params.update(extra)
         if not part.is_trained:
             logger.info("training %s index on %d vectors", kind, rows.shape[0])
             part.train(rows)
         part.add(rows)
         parts.append(part)
-    index = parts[0] if shards == 1 else combine_shards(parts)
-    item_index = ItemIndex(
-        index,
-        kind=kind,
-        metric=metric,
-        dim=d,
-        params=params,
-        mips_to_l2=bool(mips_to_l2),
-        max_norm=max_norm,
-        item_ids=ids,
-        vectors=vectors,
-    )
-    logger.info("built %r", item_index)
-    if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
-        item_index.to_gpu(gpu_id)
-    return item_index
-
-
-def shard_bounds(n_items: int, shards: int) -> np.ndarray:
-    """Row boundaries of ``shards`` contiguous shards over ``n_items`` rows: shard s holds rows
-    ``bounds[s]:bounds[s + 1]``; sizes differ by at most one (the first ones are larger)."""
-    base, extra = divmod(int(n_items), int(shards))
-    sizes = np.full(int(shards), base, dtype=np.int64)
-    sizes[:extra] += 1
-    return np.concatenate(([0], np.cumsum(sizes)))
+    return parts[0] if len(parts) == 1 else combine_shards(parts)
 
 
 def _new_faiss_index(
-    kind: str,
-    dd: int,
-    faiss_metric: int,
-    *,
-    nlist: int | None,
-    hnsw_m: int,
-    ef_construction: int,
-    ef_search: int,
-    factory: str | None,
-    nprobe: int | None,
-    seed: int,
+    kind: str, dd: int, faiss_metric: int, settings: _Settings
 ) -> tuple[faiss.Index, dict[str, Any]]:
     """An empty (untrained) Faiss index of ``kind`` plus the factory-derived params."""
     extra: dict[str, Any] = {}
+    nlist, nprobe, factory, seed = settings.nlist, settings.nprobe, settings.factory, settings.seed
     if kind == "flat":
         return faiss.IndexFlat(dd, faiss_metric), extra
     if kind == "ivf":
@@ -234,9 +248,9 @@ def _new_faiss_index(
         faiss.extract_index_ivf(index).cp.seed = int(seed)
         return index, extra
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dd, int(hnsw_m), faiss_metric)
-        index.hnsw.efConstruction = int(ef_construction)
-        index.hnsw.efSearch = int(ef_search)
+        index = faiss.IndexHNSWFlat(dd, int(settings.hnsw_m), faiss_metric)
+        index.hnsw.efConstruction = int(settings.ef_construction)
+        index.hnsw.efSearch = int(settings.ef_search)
         return index, extra
     try:
         index = faiss.index_factory(dd, factory, faiss_metric)
@@ -250,17 +264,8 @@ def _new_faiss_index(
         if nprobe is not None:
             extra["nprobe"] = int(nprobe)
     elif isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
-        extra["ef_search"] = int(ef_search)
+        extra["ef_search"] = int(settings.ef_search)
     return index, extra
-
-
-def model_item_vectors(model: Any, vectors: str = "embeddings") -> np.ndarray:
-    """The item vectors of a model: "embeddings" (scores, bias folded in) or "factors"."""
-    if vectors == "embeddings":
-        return as_float32_matrix(model.item_embeddings(), "model.item_embeddings()")
-    if vectors == "factors":
-        return as_float32_matrix(model.item_factors, "model.item_factors")
-    raise ValueError(f"vectors must be 'embeddings' or 'factors', got {vectors!r}")
 
 
 def build_index_from_model(

@@ -8,22 +8,32 @@ on one convention: higher is better (inner product, cosine similarity, or minus 
 distance).
 
 A sharded index (``build_index(..., shards=S)``) is a Faiss ``IndexShards`` with
-``successive_ids``: shard s holds the items ``offset_s .. offset_s + size_s - 1`` and Faiss shifts
-its local result ids by ``offset_s``. Unfiltered searches go through ``IndexShards`` (which passes
-the search parameters, nprobe / efSearch, to every shard and merges the per-shard top-k); a
-filtered search gives each shard its own slice of the allow mask as an ID selector (a selector
-passed to ``IndexShards`` would be read with the shards' *local* ids) and merges here.
+``successive_ids`` (see :mod:`recsys.index.shards`). Unfiltered searches go through
+``IndexShards`` (which passes the search parameters, nprobe / efSearch, to every shard and merges
+the per-shard top-k); a filtered search gives each shard its own slice of the allow mask as an ID
+selector and merges the results.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
 from recsys.index.errors import IndexMismatchError
+from recsys.index.gpu import GPU_MAX_K, faiss_gpu_count, is_hnsw
+from recsys.index.params import search_params
+from recsys.index.shards import combine_shards, merge_shard_results, shard_list
+from recsys.index.sidecar import (
+    SIDECAR_FORMAT,
+    file_sha256,
+    ids_to_json,
+    write_faiss,
+    write_sidecar,
+)
 from recsys.index.vectors import (
     as_float32_matrix,
     mips_augment_queries,
@@ -35,53 +45,6 @@ logger = logging.getLogger(__name__)
 
 METRICS = ("ip", "cosine", "l2")
 KINDS = ("flat", "ivf", "hnsw", "factory")
-#: Largest k (and nprobe) Faiss GPU indexes accept.
-GPU_MAX_K = 2048
-
-
-def faiss_gpu_count() -> int:
-    """Number of GPUs Faiss can use (0 with faiss-cpu or without a device)."""
-    if not hasattr(faiss, "index_cpu_to_gpu"):
-        return 0
-    try:
-        return int(faiss.get_num_gpus())
-    except Exception:  # pragma: no cover - broken driver set-ups
-        return 0
-
-
-def _is_hnsw(index: faiss.Index) -> bool:
-    return isinstance(faiss.downcast_index(index), faiss.IndexHNSW)
-
-
-def _ivf_of(index: faiss.Index) -> Any:
-    """The IndexIVF inside ``index`` (CPU), or None."""
-    try:
-        return faiss.extract_index_ivf(index)
-    except (RuntimeError, AttributeError):
-        return None
-
-
-def shard_list(index: faiss.Index) -> list[faiss.Index] | None:
-    """The sub-indexes of a Faiss ``IndexShards`` (downcast), or None for any other index."""
-    base = faiss.downcast_index(index)
-    if not isinstance(base, faiss.IndexShards):
-        return None
-    return [faiss.downcast_index(base.at(i)) for i in range(base.count())]
-
-
-def combine_shards(shards: list[faiss.Index], *, threaded: bool = False) -> faiss.Index:
-    """One ``IndexShards`` over ``shards`` with successive ids: shard s's local id j is returned
-    as ``sum(len(shard t) for t < s) + j``, so rows keep the order of the shards.
-
-    ``threaded`` runs each shard's search in its own thread (wanted for one shard per GPU; on
-    the CPU every shard search is already parallel inside Faiss).
-    """
-    if not shards:
-        raise ValueError("need at least one shard")
-    combined = faiss.IndexShards(int(shards[0].d), bool(threaded), True)
-    for sub in shards:
-        combined.add_shard(sub)  # the faiss wrapper keeps a Python reference to sub
-    return combined
 
 
 class ItemIndex:
@@ -302,31 +265,10 @@ class ItemIndex:
     def _search_params(
         self, k: int, selector: Any, nprobe: int | None, ef_search: int | None
     ) -> Any:
-        """SearchParameters for one CPU search, or None when nothing needs passing.
-
-        A refined factory index (``...,RFlat`` / ``...,Refine(...)``) gets
-        IndexRefineSearchParameters whose ``base_index_params`` carry nprobe / efSearch and the
-        selector to the IVF or HNSW inside it (Faiss ignores them otherwise), and whose
-        ``k_factor`` (candidates re-scored = k_factor * k) comes from ``params["k_factor"]``.
-        """
+        """SearchParameters for one CPU search (see :func:`recsys.index.params.search_params`)."""
         nprobe = nprobe if nprobe is not None else self.params.get("nprobe")
         ef = ef_search if ef_search is not None else self.params.get("ef_search")
-        base = self._base()
-        if not isinstance(base, faiss.IndexRefine):
-            return _base_search_params(base, k, selector, nprobe, ef)
-        k_factor = float(self.params.get("k_factor", base.k_factor))
-        inner = _base_search_params(
-            faiss.downcast_index(base.base_index),
-            int(np.ceil(k * k_factor)),
-            selector,
-            nprobe,
-            ef,
-        )
-        params = faiss.IndexRefineSearchParameters(k_factor=k_factor)
-        if inner is not None:
-            params.base_index_params = inner
-            params.keep_alive = inner  # Faiss holds a raw pointer to the inner parameters
-        return params
+        return search_params(self._base(), k, selector, nprobe, ef, self.params.get("k_factor"))
 
     def _faiss_search(
         self,
@@ -374,9 +316,7 @@ class ItemIndex:
         first, -1 where fewer than k allowed items were found.
         """
         assert self._shards is not None
-        n = q.shape[0]
-        larger_is_better = self._base().metric_type == faiss.METRIC_INNER_PRODUCT
-        keys, dists, ids = [], [], []
+        dists, ids = [], []
         offset = 0
         for sub in self._shards:
             size = int(sub.ntotal)
@@ -388,24 +328,11 @@ class ItemIndex:
                 params = self._search_params(kk, selector, nprobe, ef_search)
                 d, i = sub.search(q, kk, params=params)
                 del bitmap, selector, params
-                valid = i >= 0
-                ids.append(np.where(valid, i + offset, -1))
+                ids.append(np.where(i >= 0, i + offset, -1))
                 dists.append(d)
-                key = d.astype(np.float64) if larger_is_better else -d.astype(np.float64)
-                keys.append(np.where(valid, key, -np.inf))
             offset += size
-        if not ids:
-            return np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
-        key = np.concatenate(keys, axis=1)
-        # stable: on equal scores the lower shard (= lower item row) comes first
-        order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-        out_ids = np.take_along_axis(np.concatenate(ids, axis=1), order, axis=1)
-        out_d = np.take_along_axis(np.concatenate(dists, axis=1), order, axis=1)
-        if out_ids.shape[1] < k:
-            pad = k - out_ids.shape[1]
-            out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
-            out_d = np.pad(out_d, ((0, 0), (0, pad)))
-        return out_d, out_ids
+        larger_is_better = self._base().metric_type == faiss.METRIC_INNER_PRODUCT
+        return merge_shard_results(dists, ids, q.shape[0], k, larger_is_better)
 
     def _probe_selector_support(self) -> bool:
         """Check with a real search that this (factory) index honours an ID selector."""
@@ -467,7 +394,7 @@ class ItemIndex:
         """
         if self.device == "gpu":
             return self
-        if self.kind == "hnsw" or _is_hnsw(self._base()):
+        if self.kind == "hnsw" or is_hnsw(self._base()):
             logger.info(
                 "HNSW indexes have no GPU implementation in Faiss: keeping the %s index on CPU",
                 self.kind,
@@ -572,34 +499,44 @@ class ItemIndex:
             )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Any, *, model_path: Any = None) -> None:
-        """Write ``path`` (.faiss) and its JSON sidecar atomically; see recsys.index.save_index."""
-        from recsys.index.store import save_index
+    def save(self, path: Any, *, model_path: Any = None) -> Path:
+        """Write ``path`` (Faiss index) and its ``.json`` sidecar atomically; return the sidecar.
 
-        save_index(self, path, model_path=model_path)
-
-
-def _base_search_params(
-    base: Any, k: int, selector: Any, nprobe: int | None, ef: int | None
-) -> Any:
-    """SearchParameters for a plain (unrefined) Faiss index, or None when nothing is needed."""
-    if isinstance(base, faiss.IndexIVF):
-        kwargs: dict[str, Any] = {}
-        if nprobe is not None:
-            kwargs["nprobe"] = int(min(max(1, nprobe), base.nlist))
-        if selector is not None:
-            kwargs["sel"] = selector
-        return faiss.SearchParametersIVF(**kwargs) if kwargs else None
-    if isinstance(base, faiss.IndexHNSW):
-        kwargs = {}
-        if ef is not None:
-            kwargs["efSearch"] = int(max(ef, k))
-        if selector is not None:
-            kwargs["sel"] = selector
-        return faiss.SearchParametersHNSW(**kwargs) if kwargs else None
-    if selector is not None:
-        return faiss.SearchParameters(sel=selector)
-    return None
+        ``model_path``: the saved model file the index was built from; its SHA-256 goes into the
+        sidecar so loading can tell when the model has changed since. GPU indexes are copied to
+        the CPU for writing (Faiss writes CPU indexes only).
+        """
+        path = Path(path)
+        model_sha = file_sha256(model_path) if model_path is not None else self.model_sha256
+        parts = self.cpu_shards()
+        shard_bytes = write_faiss(path, parts)
+        id_kind, id_values = ids_to_json(self.item_ids)
+        meta = {
+            "format": SIDECAR_FORMAT,
+            "faiss_version": faiss.__version__,
+            "kind": self.kind,
+            "metric": self.metric,
+            "dim": self.dim,
+            "index_dim": int(parts[0].d),
+            "n_items": self.n_items,
+            "shards": self.shards,
+            "shard_sizes": self.shard_sizes,
+            "shard_bytes": shard_bytes or None,
+            "params": self.params,
+            "mips_to_l2": self.mips_to_l2,
+            "max_norm": self.max_norm,
+            "vectors": self.vectors,
+            "model_sha256": model_sha,
+            "model_file": None if model_path is None else Path(model_path).name,
+            "index_file": path.name,
+            "index_sha256": file_sha256(path),
+            "item_id_type": id_kind,
+            "item_ids": id_values,
+        }
+        side = write_sidecar(path, meta)
+        self.model_sha256 = model_sha
+        logger.info("saved %r to %s (+ %s)", self, path, side.name)
+        return side
 
 
 def describe_id_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str | None:

@@ -117,3 +117,12 @@ def check_item_ids(ids: Any, n_items: int, name: str = "item ids") -> np.ndarray
             f"{np.unique(bad)[:10].tolist()}); use internal item indices of this catalog"
         )
     return arr
+
+
+def model_item_vectors(model: Any, vectors: str = "embeddings") -> np.ndarray:
+    """The item vectors of a model: "embeddings" (scores, bias folded in) or "factors"."""
+    if vectors == "embeddings":
+        return as_float32_matrix(model.item_embeddings(), "model.item_embeddings()")
+    if vectors == "factors":
+        return as_float32_matrix(model.item_factors, "model.item_factors")
+    raise ValueError(f"vectors must be 'embeddings' or 'factors', got {vectors!r}")

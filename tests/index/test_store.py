@@ -20,15 +20,6 @@ from recsys.index import (
     sidecar_path,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 RNG = np.random.default_rng(11)
 ITEMS = (RNG.standard_normal((300, 8)) * RNG.lognormal(0, 0.9, (300, 1))).astype(np.float32)
 QUERIES = RNG.standard_normal((20, 8)).astype(np.float32)

@@ -1,4 +1,8 @@
-"""Small conversions shared by the evaluation modules (numpy/torch inputs, devices, CSR checks)."""
+"""Conversions of scoring inputs: numpy/torch embeddings, devices and CSR exclusion matrices.
+
+Shared by the top-k scorer and the evaluation metrics, so both accept the same inputs and report
+the same errors.
+"""
 
 from __future__ import annotations
 
@@ -39,18 +43,6 @@ def as_float_tensor(
     return t.to(device=device, dtype=dtype)
 
 
-def as_id_tensor(ids: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
-    """Top-k / candidate ids as an int64 tensor (U, K) on ``device``; -1 marks an empty slot."""
-    t = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ids))
-    if t.ndim == 1:
-        t = t[:, None]
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (users x k) id array, got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer item ids, got dtype {t.dtype}")
-    return t.to(device=device, dtype=torch.int64)
-
-
 def as_vector(x: ArrayLike | None, name: str, n: int, device: torch.device) -> torch.Tensor | None:
     """A 1-D float32 tensor of length ``n`` (or None)."""
     if x is None:
@@ -81,24 +73,3 @@ def canonical_csr(m: Any, name: str, shape: tuple[int | None, int | None]) -> sp
         csr = csr.copy()
         csr.sum_duplicates()  # also sorts the indices
     return csr
-
-
-def relevant_csr(test: Any, name: str, relevance_threshold: float | None) -> sp.csr_matrix:
-    """The test matrix reduced to its relevant entries (stored, non-zero, >= threshold if given)."""
-    csr = canonical_csr(test, name, (None, None))
-    keep = csr.data != 0 if relevance_threshold is None else csr.data >= relevance_threshold
-    if not keep.all():
-        csr = csr.copy()
-        csr.data = keep.astype(np.float32)
-        csr.eliminate_zeros()
-    return csr
-
-
-def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
-    """Mask of the slots that hold a valid id not seen earlier in the same row."""
-    sorted_ids, order = torch.sort(ids, dim=1, stable=True)
-    repeat = torch.zeros_like(sorted_ids, dtype=torch.bool)
-    repeat[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
-    first = torch.empty_like(repeat)
-    first.scatter_(1, order, ~repeat)
-    return first & (ids >= 0)

@@ -7,8 +7,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import recsys.eval.topk as topk_mod
-from recsys.eval.topk import block_rows, topk_items
+import recsys.scoring.bf16 as bf16_mod
+import recsys.scoring.selection as selection_mod
+import recsys.scoring.topk as topk_mod
+from recsys.scoring import block_rows, topk_items
 
 
 def reference_topk(users, items, k, exclude=None, allowed=None):
@@ -45,11 +47,11 @@ def selection(request, monkeypatch):
     """Run each test through both top-k paths (the two-stage one forced on tiny catalogs)."""
     if request.param.startswith("two_stage"):
         widths = (5, 3) if request.param.endswith("odd") else (4, 2, 1)
-        monkeypatch.setattr(topk_mod, "TWO_STAGE_MIN_ITEMS", 0)
-        monkeypatch.setattr(topk_mod, "TWO_STAGE_WIDTHS", widths)
-        monkeypatch.setattr(topk_mod, "TWO_STAGE_CHUNKS_PER_ITEM", 1)
+        monkeypatch.setattr(selection_mod, "TWO_STAGE_MIN_ITEMS", 0)
+        monkeypatch.setattr(selection_mod, "TWO_STAGE_WIDTHS", widths)
+        monkeypatch.setattr(selection_mod, "TWO_STAGE_CHUNKS_PER_ITEM", 1)
     else:
-        monkeypatch.setattr(topk_mod, "TWO_STAGE_MIN_ITEMS", 10**12)
+        monkeypatch.setattr(selection_mod, "TWO_STAGE_MIN_ITEMS", 10**12)
     return request.param
 
 
@@ -101,7 +103,7 @@ def test_two_stage_default_path_on_a_larger_catalog():
     rng = np.random.default_rng(7)
     u = rng.integers(-3, 4, (12, 5)).astype(np.float32)
     v = rng.integers(-3, 4, (5000, 5)).astype(np.float32)
-    assert topk_mod._chunk_width(5000, 21, torch.device("cpu")) > 0
+    assert selection_mod.chunk_width(5000, 21, torch.device("cpu")) > 0
     ex = sp.random(12, 5000, density=0.3, random_state=1, format="csr")
     ids, _ = topk_items(u, v, 20, exclude=ex, block_size=5)
     scores = u.astype(np.float64) @ v.T.astype(np.float64)
@@ -192,9 +194,9 @@ def test_cuda_matches_cpu():
 @pytest.fixture
 def tiny_candidates(monkeypatch):
     """Few bfloat16 candidates per user, so retries and the float32 fallback really run."""
-    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES", 1)
-    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES_PER_K", 1)
-    monkeypatch.setattr(topk_mod, "BF16_CANDIDATES_EXTRA", 0)
+    monkeypatch.setattr(bf16_mod, "BF16_CANDIDATES", 1)
+    monkeypatch.setattr(bf16_mod, "BF16_CANDIDATES_PER_K", 1)
+    monkeypatch.setattr(bf16_mod, "BF16_CANDIDATES_EXTRA", 0)
     calls = {"rows": 0}
     exact_block = topk_mod._exact_block
 
@@ -248,8 +250,8 @@ def test_bf16_bounds_cover_every_float32_score(d):
     v[:5] = rng.integers(-3, 4, (5, d))  # exactly representable rows: zero residual
     ut, vt = torch.tensor(u, dtype=torch.float32), torch.tensor(v, dtype=torch.float32)
     bound = torch.mm(
-        topk_mod._bf16_with_bounds(ut, users=True),
-        topk_mod._bf16_with_bounds(vt, users=False).T,
+        bf16_mod.bf16_with_bounds(ut, users=True),
+        bf16_mod.bf16_with_bounds(vt, users=False).T,
     ).double()
     unit = 2.0**-8
     upper = torch.where(bound > 0, bound / (1 - unit), bound / (1 + unit))
@@ -261,13 +263,13 @@ def test_bf16_bounds_cover_every_float32_score(d):
 
 def test_precision_choice_and_errors(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(topk_mod, "cpu_has_amx", lambda: True)
-    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 1024) == "bf16"
-    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 16) == "fp32"
-    assert topk_mod._resolve_precision("auto", cpu, torch.float64, 1024) == "fp32"
-    assert topk_mod._resolve_precision("auto", torch.device("cuda"), torch.float32, 1024) == "fp32"
-    monkeypatch.setattr(topk_mod, "cpu_has_amx", lambda: False)
-    assert topk_mod._resolve_precision("auto", cpu, torch.float32, 1024) == "fp32"
+    monkeypatch.setattr(bf16_mod, "cpu_has_amx", lambda: True)
+    assert bf16_mod.resolve_precision("auto", cpu, torch.float32, 1024) == "bf16"
+    assert bf16_mod.resolve_precision("auto", cpu, torch.float32, 16) == "fp32"
+    assert bf16_mod.resolve_precision("auto", cpu, torch.float64, 1024) == "fp32"
+    assert bf16_mod.resolve_precision("auto", torch.device("cuda"), torch.float32, 1024) == "fp32"
+    monkeypatch.setattr(bf16_mod, "cpu_has_amx", lambda: False)
+    assert bf16_mod.resolve_precision("auto", cpu, torch.float32, 1024) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         topk_items(np.ones((2, 2)), np.ones((3, 2)), 1, precision="fp16")
     with pytest.raises(ValueError, match="float32"):

@@ -20,18 +20,8 @@ from recsys.index import (
     read_sidecar,
     sidecar_path,
 )
-from recsys.index.builder import shard_bounds
-from recsys.index.item_index import combine_shards
+from recsys.index.shards import combine_shards, shard_bounds
 from recsys.retrieval import CandidateGenerator
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
 
 RNG = np.random.default_rng(5)
 N_ITEMS, DIM = 301, 12  # 301 = 151 + 150 (S=2) = 101 + 100 + 100 (S=3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import faiss
 import numpy as np
 import pytest
 
@@ -19,15 +18,6 @@ from recsys.index import (
     faiss_gpu_count,
 )
 from recsys.index.vectors import allowed_mask, mips_augment_items, normalize_rows
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    """Tiny searches: one thread avoids OpenMP barrier stalls on a shared 2-core machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def als_like(n: int, d: int, seed: int = 0) -> np.ndarray:

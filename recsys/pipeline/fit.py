@@ -117,8 +117,8 @@ def fit(
     checkpointer: Checkpointer,
     epoch_hook: EpochHook | None = None,
 ) -> Fitted:
-    """Train `start.model` on ``data.fit`` (keeping the best evaluated epoch), then refit and
-    sample the posterior when the config asks for them."""
+    """Train `start.model` on ``data.fit`` (keeping the best evaluated epoch), then refit or
+    sample the posterior when the config asks for it."""
     from tqdm.auto import tqdm
 
     conf = job.conf
@@ -142,21 +142,22 @@ def fit(
     resume = start.resumed_from is not None
     model.fit(data.fit, callback=compose(callbacks), resume=resume, distributed=job.distributed)
     bar.close()
+    history = _keep_best(model, start.stopper)
+    model, refit_history, posterior_history = _refit_or_sample(
+        job, data, model, start.stopper, tracker
+    )
+    return Fitted(model, history, refit_history, posterior_history, seconds())
+
+
+def _keep_best(model: Any, stopper: EarlyStopping) -> list[dict[str, Any]]:
+    """The history of every epoch run; `model` goes back to the best evaluated epoch (its
+    factors and its history) when there is one."""
     history = [dict(h) for h in model.history]
-    stopper = start.stopper
     if stopper.best_model is not None and stopper.best_epoch is not None:
         if stopper.best_epoch != len(history):
             restore(model, stopper.best_model)
         model.history = history[: stopper.best_epoch]
-    refit_history = None
-    refitted = _refit(job, data, stopper, tracker)
-    if refitted is not None:
-        model, refit_history = refitted
-    posterior_history = None
-    if conf.als.posterior_samples:  # single process (checked by the config)
-        fitted_on = data.train if refitted is not None else data.fit
-        posterior_history = _sample_posterior(job, model, fitted_on, tracker)
-    return Fitted(model, history, refit_history, posterior_history, seconds())
+    return history
 
 
 def _epoch_callbacks(
@@ -195,6 +196,22 @@ def _epoch_callbacks(
     callbacks.append(Progress(bar))
     callbacks.append(Checkpointing(checkpointer, every, last, start.stopper, run_state))
     return callbacks
+
+
+def _refit_or_sample(
+    job: Job, data: Prepared, model: Any, stopper: EarlyStopping, tracker: Tracker
+) -> tuple[Any, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+    """``(model, refit_history, posterior_history)``: the refitted model (``eval.refit``) or
+    `model`, then its posterior average (``als.posterior_samples``); None for what did not run."""
+    refit_history = None
+    refitted = _refit(job, data, stopper, tracker)
+    if refitted is not None:
+        model, refit_history = refitted
+    posterior_history = None
+    if job.conf.als.posterior_samples:  # single process (checked by the config)
+        fitted_on = data.train if refitted is not None else data.fit
+        posterior_history = _sample_posterior(job, model, fitted_on, tracker)
+    return model, refit_history, posterior_history
 
 
 def _refit(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -88,7 +89,9 @@ def run(
     if resume and loaded is None and job.primary:
         logger.warning("resume: no checkpoint in %s; starting from scratch", out)
     if loaded is not None:
-        job = Job(resumed_config(conf, loaded[2]["config"], overrides, out), out, job.comm)
+        job = dataclasses.replace(
+            job, conf=resumed_config(conf, loaded[2]["config"], overrides, out)
+        )
     elif job.primary:
         checkpointer.clear()
         for name in (METRICS_FILE, METADATA_FILE):
@@ -105,7 +108,7 @@ def _open_run_folder(job: Job) -> Job:
     if job.primary:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
-    return Job(job.conf, out, job.comm)
+    return dataclasses.replace(job, out=out)
 
 
 def _completed(job: Job) -> RunResult:

@@ -14,46 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from recsys import pipeline
 from recsys.als import ALS
-from recsys.config import ConfigError, register_configs, validate
+from recsys.config import ConfigError, validate
 from recsys.data.interactions import Interactions
-from recsys.tracking import HPARAMS_RUN
+from recsys.pipeline.fit import als_kwargs
+from recsys.pipeline.tracking import HPARAMS_RUN
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-
-#: A run that takes about a second: 300 users x 200 items, 4 factors, 4 epochs.
-TINY = [
-    "data.preset=tiny",
-    "als.n_factors=4",
-    "als.iterations=4",
-    "als.regularization=0.05",
-    "als.device=cpu",
-    "eval.k=[5,10]",
-    "eval.objective=recall@10",
-    "eval.patience=0",
-    "checkpoint.every=2",
-    "progress=false",
-    "tracking.projector_max_items=50",
-]
-
-register_configs()
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> pipeline.RunResult:
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    return pipeline.run(compose_cfg(), out)
+from .tiny import compose_cfg
 
 
 def _brute_force_recall_ndcg(model: ALS, seen, test, k: int) -> tuple[float, float]:
@@ -197,76 +168,6 @@ def test_tensorboard_events_hold_losses_metrics_histograms_projector_hparams(
     assert hp.Scalars("hparam/recall@10")[0].value == pytest.approx(metrics["recall@10"])
 
 
-# ------------------------------------------------------------------------------ scripts
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        f"_script_{name}", REPO / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recommend_script_serves_unseen_items_with_model_scores(
-    tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
-) -> None:
-    recommend = _load_script("recommend")
-    out = tiny_run.output_dir
-    assert recommend.main([f"run_dir={out}", "user=3,17", "k=5", "format=json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    model = ALS.load(out / "model.npz")
-    train = Interactions.load(out / "train.npz")
-    for rec in result["users"]:
-        u = int(train.user_index([int(rec["user"])])[0])
-        items = train.item_index([it["item"] for it in rec["items"]])
-        assert len(items) == 5
-        seen = set(train.matrix.indices[train.matrix.indptr[u] : train.matrix.indptr[u + 1]])
-        assert not seen & set(items.tolist())
-        dense = (
-            model.user_embeddings([u]) @ model.item_embeddings().T
-            + model.user_offsets([u])[:, None]
-        )
-        dense[0, list(seen)] = -np.inf
-        want = np.sort(dense[0])[::-1][:5]
-        np.testing.assert_allclose([it["score"] for it in rec["items"]], want, rtol=1e-5, atol=1e-5)
-    # similar items by id, then a text report
-    assert recommend.main([f"run_dir={out}", "item=12", "k=3"]) == 0
-    text = capsys.readouterr().out
-    assert text.startswith("items similar to 12") and len(text.strip().splitlines()) == 4
-    # an unknown user is one line on stderr, exit status 2
-    assert recommend.main([f"run_dir={out}", "user=123456"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "123456" in err[0]
-
-
-def test_export_index_rebuilds_with_other_settings(
-    tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from recsys.index import default_nlist, default_nprobe, load_index, read_sidecar
-
-    export = _load_script("export_index")
-    out = tiny_run.output_dir
-    code = export.main([f"run_dir={out}", "index=hnsw", "index.M=8", "out=hnsw.faiss", "check=50"])
-    assert code == 0
-    assert "recall@10 against exact search on 50 users" in capsys.readouterr().out
-    side = read_sidecar(out / "hnsw.faiss")
-    assert side["kind"] == "hnsw" and side["params"]["M"] == 8
-    model = ALS.load(out / "model.npz")
-    load_index(out / "hnsw.faiss", model=model, model_path=out / "model.npz")
-    assert read_sidecar(out / "items.faiss")["kind"] == "flat"  # the served index is untouched
-    # index=ivf leaves nlist and nprobe to the library's size-dependent defaults
-    assert export.main([f"run_dir={out}", "index=ivf", "out=ivf.faiss"]) == 0
-    params = read_sidecar(out / "ivf.faiss")["params"]
-    assert params["nlist"] == default_nlist(model.item_factors.shape[0])
-    assert params["nprobe"] == default_nprobe(params["nlist"])
-    assert export.main([f"run_dir={out}", "index.type=annoy"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "error: index.type=annoy: must be one of flat, ivf, hnsw, factory"
-    )
-
-
 # ------------------------------------------------------------------------------ early stopping
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, monkeypatch) -> None:
     """Scripted validation values 0.1, 0.3, 0.2, 0.25 with patience 2: stop after epoch 4 and
@@ -280,7 +181,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, monkeypatch) -> Non
             return real(model, conf, seen, truth, **kwargs)
         return {"recall@10": value, "recall@5": value}
 
-    monkeypatch.setattr(pipeline, "evaluate_model", fake)
+    monkeypatch.setattr("recsys.pipeline.fit.evaluate_model", fake)  # the validation's
     cfg = compose_cfg("als.iterations=8", "eval.patience=2", "checkpoint.every=0")
     result = pipeline.run(cfg, tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "metadata.json").read_text())
@@ -290,22 +191,10 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, monkeypatch) -> Non
     assert result.metrics["validation_recall@10"] == 0.3
     kept = ALS.load(tmp_path / "run" / "model.npz")
     conf = validate(cfg)
-    two = ALS(**{**pipeline._als_kwargs(conf), "iterations": 2})
+    two = ALS(**{**als_kwargs(conf), "iterations": 2})
     two.fit(pipeline.prepare_data(conf).fit)
     assert torch.equal(kept.user_factors, two.user_factors)
     assert torch.equal(kept.item_factors, two.item_factors)
-
-
-def test_early_stopping_state_machine() -> None:
-    stop = pipeline.EarlyStopping(patience=2, minimize=True)
-    assert stop.update(1, 1.0, {}) and stop.update(2, 0.9, {})
-    assert not stop.update(3, 0.95, {}) and not stop.should_stop
-    assert not stop.update(4, float("nan"), {}) and stop.should_stop
-    assert (stop.best_epoch, stop.best_value) == (2, 0.9)
-    never = pipeline.EarlyStopping(patience=0)
-    for e in range(1, 6):
-        never.update(e, 0.0, {})
-    assert not never.should_stop and never.best_epoch == 1
 
 
 # ------------------------------------------------------------------------------ resume
@@ -369,51 +258,6 @@ def test_resume_keeps_the_checkpoint_config_and_rejects_conflicts(tmp_path: Path
     result = pipeline.run(compose_cfg("resume=true"), out, overrides=["resume=true"])
     assert result.resumed_from == 2
     assert ALS.load(out / "model.npz").n_factors == 3
-
-
-def test_checkpointer_is_atomic_and_keeps_only_the_latest(tmp_path: Path) -> None:
-    model = ALS(n_factors=2, iterations=1, use_bias=False, device="cpu")
-    from scipy import sparse
-
-    model.fit(sparse.random(6, 5, density=0.5, format="csr", dtype=np.float32, random_state=0))
-    ck = pipeline.Checkpointer(tmp_path / "checkpoints")
-    assert ck.latest() is None and ck.load() is None
-    ck.save(1, model, None, {"epoch": 1, "early_stopping": {}, "config": {}})
-
-    class Broken:
-        def save(self, path: Path) -> None:
-            Path(path).write_bytes(b"half")
-            raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        ck.save(2, model, Broken(), {"epoch": 2})
-    assert ck.latest() == tmp_path / "checkpoints" / "epoch-00001"
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00001"]
-    ck.save(3, model, model, {"epoch": 3})
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00003"]
-    loaded, best, state = ck.load()
-    assert state == {"epoch": 3} and best is not None
-    assert torch.equal(loaded.item_factors, model.item_factors)
-
-
-def test_json_artifacts_are_strict_json(tmp_path: Path) -> None:
-    target = tmp_path / "m.json"
-    pipeline.atomic_write_json(
-        target, {"a": float("nan"), "b": [np.float32(np.inf), np.int64(3)], "c": {"d": 0.5}}
-    )
-    text = target.read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text) == {"a": None, "b": [None, 3], "c": {"d": 0.5}}
-
-
-def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "metrics.json"
-    pipeline.atomic_write_json(target, {"a": 1})
-    with pytest.raises(TypeError), pipeline.atomic_path(target) as tmp:
-        tmp.write_text("partial")
-        raise TypeError("boom")
-    assert json.loads(target.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 # ------------------------------------------------------------------------------ explicit

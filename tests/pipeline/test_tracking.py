@@ -1,4 +1,4 @@
-"""recsys.tracking: what the Tracker writes is read back with TensorBoard's own event readers."""
+"""recsys.pipeline.tracking: what the Tracker writes, read back with TensorBoard's own readers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from recsys.tracking import HPARAMS_RUN, Tracker, plain_hparams
+from recsys.pipeline.tracking import HPARAMS_RUN, Tracker, plain_hparams
 
 
 def _accumulator(log_dir: Path) -> EventAccumulator:

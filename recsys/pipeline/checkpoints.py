@@ -1,0 +1,162 @@
+"""Training checkpoints in a run folder, and the config a resumed run continues with.
+
+Resuming (``cfg.resume`` or ``cfg.run_dir``) continues from the newest checkpoint with the
+configuration saved in it; the command may change only the keys in :data:`RESUME_MUTABLE` (how
+the run is shown and stored, not what it computes), and a key it types with another value than
+the checkpoint's is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.config import ConfigError, TrainConfig, differing_keys, flatten, to_dict, validate
+from recsys.pipeline.artifacts import atomic_write_json, atomic_write_text
+
+__all__ = ["RESUME_MUTABLE", "Checkpointer", "resumed_config"]
+
+#: Keys a resumed run may change; everything else must match the checkpoint's configuration.
+RESUME_MUTABLE = (
+    "resume",
+    "run_dir",
+    "progress",
+    "save_train",
+    "checkpoint",
+    "tracking",
+    "als.device",
+    "als.distributed",
+    "als.distributed_timeout_s",
+)
+
+
+class Checkpointer:
+    """Atomic training checkpoints in ``<run dir>/checkpoints``.
+
+    Each checkpoint is a folder ``epoch-NNNNN`` with ``model.npz`` (the factors after that
+    epoch, ``ALS.save``), optionally ``best.npz`` (the best evaluated factors so far, when they
+    are from an earlier epoch) and ``state.json`` (early-stopping state, evaluations, the
+    resolved config, elapsed seconds). It is written under a temporary name and renamed into
+    place; then the one-line file ``LATEST`` is replaced atomically to point at it, and older
+    checkpoint folders are removed. A kill at any moment leaves ``LATEST`` naming a complete
+    checkpoint (or no ``LATEST`` at all).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    @property
+    def latest_file(self) -> Path:
+        return self.folder / "LATEST"
+
+    def save(self, epoch: int, model: Any, best: Any | None, state: Mapping[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch:05d}"
+        final = self.folder / name
+        if not final.exists():
+            tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}."))
+            try:
+                model.save(tmp / "model.npz")
+                if best is not None:
+                    best.save(tmp / "best.npz")
+                atomic_write_json(tmp / "state.json", dict(state))
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        atomic_write_text(self.latest_file, name + "\n")
+        for other in self.folder.iterdir():
+            if other.is_dir() and other.name != name:
+                shutil.rmtree(other, ignore_errors=True)
+        return final
+
+    def latest(self) -> Path | None:
+        """The folder of the newest complete checkpoint, or None."""
+        if not self.latest_file.is_file():
+            return None
+        folder = self.folder / self.latest_file.read_text().strip()
+        return folder if (folder / "state.json").is_file() else None
+
+    def load(self, device: str = "cpu") -> tuple[Any, Any | None, dict[str, Any]] | None:
+        """``(model, best_or_None, state)`` from the newest checkpoint, or None."""
+        from recsys.als import ALS
+
+        folder = self.latest()
+        if folder is None:
+            return None
+        state = json.loads((folder / "state.json").read_text())
+        model = ALS.load(folder / "model.npz", device=device)
+        best = (
+            ALS.load(folder / "best.npz", device=device)
+            if (folder / "best.npz").is_file()
+            else None
+        )
+        return model, best, state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def resumed_config(
+    conf: TrainConfig, saved: dict[str, Any], overrides: Sequence[str] | None, out: Path
+) -> TrainConfig:
+    """The checkpoint's config `saved` with the :data:`RESUME_MUTABLE` keys of `conf`.
+
+    Raises ConfigError (one line, the first five keys) when the command asks for other settings
+    than the checkpoint: with `overrides` (the command line) only the keys typed there count,
+    with None every key of `conf` does.
+    """
+    current = to_dict(conf)
+    conflicts = _resume_conflicts(saved, current, overrides)
+    if conflicts:
+        was, now = flatten(saved), flatten(current)
+        shown = ", ".join(
+            f"{k} (checkpoint {was.get(k)!r}, now {now.get(k)!r})" for k in conflicts[:5]
+        )
+        raise ConfigError(
+            f"cannot resume {out}: the command asks for other settings than its checkpoint: "
+            f"{shown}; drop those overrides (a resumed run keeps its config) or start a new run"
+        )
+    mutable = {k: v for k, v in flatten(current).items()
+               if any(k == m or k.startswith(m + ".") for m in RESUME_MUTABLE)}  # fmt: skip
+    merged = {**flatten(saved), **mutable}
+    return validate(_unflatten(merged))
+
+
+def _override_keys(overrides: Sequence[str]) -> list[str]:
+    keys = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("~+")
+        keys.append(key.split("@", 1)[0])
+    return keys
+
+
+def _resume_conflicts(
+    saved: dict[str, Any], current: dict[str, Any], overrides: Sequence[str] | None
+) -> list[str]:
+    """Keys where the current command asks for something else than the checkpoint's config."""
+    diff = differing_keys(saved, current, ignore=RESUME_MUTABLE)
+    if overrides is None:
+        return diff
+    typed = [k for k in _override_keys(overrides) if not k.startswith("hydra")]
+
+    def covered(d: str) -> bool:
+        return any(k == "experiment" or d == k or d.startswith(k + ".") for k in typed)
+
+    return [d for d in diff if covered(d)]
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested

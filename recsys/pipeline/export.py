@@ -1,0 +1,70 @@
+"""The export stage: the model, the training interactions and the Faiss index of the item
+embeddings, each written atomically into the run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.config import TrainConfig
+from recsys.pipeline.artifacts import artifact_paths
+from recsys.pipeline.data import Prepared
+
+__all__ = ["export_index", "export_model"]
+
+
+def export_index(
+    model: Any, conf: TrainConfig, path: Path, *, model_path: Path | None = None
+) -> dict[str, Any]:
+    """Build the configured Faiss index over the model's item embeddings and save it atomically.
+
+    Returns a short description for metadata.json.
+    """
+    from recsys.index import build_index_from_model, save_index
+
+    ix = conf.index
+    index = build_index_from_model(
+        model,
+        ix.type,
+        ix.metric,
+        nlist=ix.nlist,
+        nprobe=ix.nprobe,
+        hnsw_m=ix.M,
+        ef_construction=ix.ef_construction,
+        ef_search=ix.ef_search,
+        factory=ix.factory,
+        mips_to_l2=ix.mips_to_l2,
+        device="gpu" if ix.gpu else "cpu",
+        item_ids=model.item_ids,
+        seed=conf.seed,
+        shards=ix.shards,
+    )
+    sidecar = save_index(index, path, model_path=model_path)
+    return {
+        "file": path.name,
+        "sidecar": sidecar.name,
+        "type": ix.type,
+        "metric": ix.metric,
+        "shards": index.shards,
+        "description": repr(index),
+    }
+
+
+def export_model(
+    model: Any, conf: TrainConfig, data: Prepared, out: Path
+) -> tuple[dict[str, Path], dict[str, Any], float]:
+    """Write ``model.npz``, ``train.npz`` (when ``save_train``) and the index into `out`.
+
+    Returns the run folder's artifact paths (without ``train`` when it was not saved), the
+    index's description and the seconds the index took to build and save.
+    """
+    artifacts = artifact_paths(out)
+    model.save(artifacts["model"])  # ALS.save writes atomically
+    if conf.save_train:
+        data.train.save(artifacts["train"])  # atomic too: seen items, ids, titles
+    else:
+        del artifacts["train"]
+    t_index = time.perf_counter()
+    index_info = export_index(model, conf, artifacts["index"], model_path=artifacts["model"])
+    return artifacts, index_info, time.perf_counter() - t_index

@@ -1,0 +1,238 @@
+"""``run``: the stages in order, and the run folder's life from a fresh start or a resume to
+``metrics.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.config import validate
+from recsys.pipeline.artifacts import (
+    CHECKPOINT_DIR,
+    METADATA_FILE,
+    METRICS_FILE,
+    TB_DIR,
+    artifact_paths,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
+from recsys.pipeline.callbacks import EpochHook
+from recsys.pipeline.checkpoints import Checkpointer, resumed_config
+from recsys.pipeline.data import Prepared, prepare_data
+from recsys.pipeline.evaluate import evaluate_model, require_objective
+from recsys.pipeline.export import export_model
+from recsys.pipeline.fit import Fitted, Start, als_kwargs, fit, start_from
+from recsys.pipeline.job import Job, logger
+from recsys.pipeline.metadata import hparams, metadata_record, metrics_record, utc_now
+from recsys.pipeline.ranks import distributed_report, join_ranks
+from recsys.pipeline.tracking import Tracker
+
+__all__ = ["RunResult", "run"]
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    objective_name: str
+    objective: float
+    metrics: dict[str, float]
+    artifacts: dict[str, Path]
+    resumed_from: int | None = None
+    skipped: bool = False
+    #: False on the ranks > 0 of a distributed run (they write nothing; `metrics` is empty)
+    primary: bool = True
+
+
+def run(
+    cfg: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] | None = None,
+    epoch_hook: EpochHook | None = None,
+) -> RunResult:
+    """Train, evaluate and export as `cfg` says, writing every artifact into `output_dir`.
+
+    Args:
+        cfg: a composed config (DictConfig or dict) or a :class:`TrainConfig`.
+        output_dir: the run folder (Hydra's ``runtime.output_dir``).
+        overrides: the command-line overrides (Hydra's ``overrides.task``); on resume only the
+            keys typed there must agree with the checkpoint (None: the whole config must).
+        epoch_hook: called after each epoch's bookkeeping (and checkpoint) with
+            ``(epoch, loss, seconds, model)``; an exception it raises aborts the run.
+
+    Returns:
+        :class:`RunResult`; ``objective`` is the test value of ``cfg.eval.objective``.
+
+    Raises:
+        ConfigError: an invalid config or a resume that conflicts with the checkpoint.
+        recsys.data.DataError: unusable input data.
+    """
+    conf = validate(cfg)
+    job = _open_run_folder(Job(conf, Path(output_dir), join_ranks(conf)))
+    out = job.out
+    resume = bool(conf.resume or conf.run_dir)
+    checkpointer = Checkpointer(out / CHECKPOINT_DIR)
+    if resume and (out / METRICS_FILE).is_file() and checkpointer.latest() is None:
+        return _completed(job)
+    loaded = checkpointer.load(device=als_kwargs(conf)["device"]) if resume else None
+    if resume and loaded is None and job.primary:
+        logger.warning("resume: no checkpoint in %s; starting from scratch", out)
+    if loaded is not None:
+        job = dataclasses.replace(
+            job, conf=resumed_config(conf, loaded[2]["config"], overrides, out)
+        )
+    elif job.primary:
+        checkpointer.clear()
+        for name in (METRICS_FILE, METADATA_FILE):
+            (out / name).unlink(missing_ok=True)
+    return _train(job, checkpointer, loaded, overrides, epoch_hook)
+
+
+def _open_run_folder(job: Job) -> Job:
+    """The job in its run folder: rank 0's in a distributed run (the others read its checkpoints
+    when resuming), created and cleared of a killed run's temporary files by the primary."""
+    out = job.out
+    if job.comm is not None:
+        out = Path(job.comm.broadcast_text(str(out), "broadcast of the run folder"))
+    if job.primary:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+    return dataclasses.replace(job, out=out)
+
+
+def _completed(job: Job) -> RunResult:
+    """The result of a run folder that is already complete (nothing to resume)."""
+    metrics = json.loads((job.out / METRICS_FILE).read_text())
+    if job.primary:
+        logger.info("run in %s is already complete; nothing to resume", job.out)
+    objective = job.conf.eval.objective
+    return RunResult(
+        job.out, objective, float(metrics[objective]), metrics, artifact_paths(job.out),
+        skipped=True, primary=job.primary,
+    )  # fmt: skip
+
+
+def _open_tracker(job: Job, resumed_from: int | None) -> Tracker:
+    """The job's TensorBoard writer under ``tb/`` (disabled on the ranks > 0)."""
+    tracking = job.conf.tracking
+    return Tracker(
+        job.out / TB_DIR,
+        enabled=tracking.enabled and job.primary,
+        histograms=tracking.histograms,
+        projector=tracking.projector,
+        projector_max_items=tracking.projector_max_items,
+        hparams=tracking.hparams,
+        purge_step=None if resumed_from is None else resumed_from + 1,
+    )
+
+
+def _train(
+    job: Job,
+    checkpointer: Checkpointer,
+    loaded: tuple[Any, Any | None, dict[str, Any]] | None,
+    overrides: Sequence[str] | None,
+    epoch_hook: EpochHook | None,
+) -> RunResult:
+    """Load and split, fit, then (rank 0) evaluate, export and record; the other ranks wait."""
+    started = utc_now()
+    t0 = time.perf_counter()
+    data = prepare_data(job.conf)
+    load_seconds = time.perf_counter() - t0
+    job.info(
+        "data: %s; train %d, test %d, validation %s interactions",
+        data.full_stats, data.train.nnz, data.test.nnz,
+        None if data.validation is None else data.validation.nnz,
+    )  # fmt: skip
+    start = start_from(job, loaded, overrides)
+    tracker = _open_tracker(job, start.resumed_from)
+    try:
+        fitted = fit(
+            job, data, start, tracker=tracker, checkpointer=checkpointer, epoch_hook=epoch_hook
+        )
+        sharding = None
+        if job.comm is not None:
+            timeout_s = job.conf.als.distributed_timeout_s
+            sharding = distributed_report(job.comm, data.fit.matrix, timeout_s)
+        if not job.primary:  # rank 0 evaluates and writes everything; wait for its objective
+            value = job.comm.broadcast_float(
+                math.nan, "waiting for rank 0's evaluation and artifacts"
+            )
+            return RunResult(
+                job.out, job.conf.eval.objective, value, {}, artifact_paths(job.out),
+                resumed_from=start.resumed_from, primary=False,
+            )  # fmt: skip
+        return _finish(
+            job, data, start, fitted, tracker, checkpointer,
+            overrides=overrides, sharding=sharding, started=started, load_seconds=load_seconds,
+        )  # fmt: skip
+    finally:
+        tracker.close()
+
+
+def _finish(
+    job: Job,
+    data: Prepared,
+    start: Start,
+    fitted: Fitted,
+    tracker: Tracker,
+    checkpointer: Checkpointer,
+    *,
+    overrides: Sequence[str] | None,
+    sharding: dict[str, Any] | None,
+    started: str,
+    load_seconds: float,
+) -> RunResult:
+    """Rank 0: evaluate on the test split, export, then write metadata.json and, last,
+    metrics.json (its presence marks a complete run) and remove the checkpoints."""
+    conf, model, objective = job.conf, fitted.model, job.conf.eval.objective
+    t_eval = time.perf_counter()
+    fold_in = None if data.fold_in is None else data.fold_in.matrix
+    test_metrics = evaluate_model(model, conf, data.train.matrix, data.test.matrix, fold_in=fold_in)
+    eval_seconds = time.perf_counter() - t_eval
+    tracker.log_metrics(test_metrics, len(model.history), "test")
+    require_objective(test_metrics, objective)
+    artifacts, index_info, index_seconds = export_model(model, conf, data, job.out)
+    metrics = metrics_record(test_metrics, fitted, start, objective)
+    _log_final(job, data, model, tracker, metrics)
+    timings = {"load_seconds": load_seconds, "train_seconds": fitted.train_seconds,
+               "test_eval_seconds": eval_seconds, "index_seconds": index_seconds}  # fmt: skip
+    metadata = metadata_record(
+        job, data, start, fitted, metrics=metrics, overrides=overrides, timings=timings,
+        index_info=index_info, sharding=sharding, started=started, artifacts=artifacts,
+    )  # fmt: skip
+    atomic_write_json(artifacts["metadata"], metadata)
+    atomic_write_json(artifacts["metrics"], metrics)  # last: its presence marks completion
+    checkpointer.clear()
+    if job.comm is not None:
+        job.comm.broadcast_float(float(metrics[objective]), "broadcast of the test objective")
+    return RunResult(
+        job.out, objective, float(metrics[objective]), metrics, artifacts,
+        resumed_from=start.resumed_from,
+    )  # fmt: skip
+
+
+def _log_final(
+    job: Job, data: Prepared, model: Any, tracker: Tracker, metrics: dict[str, float]
+) -> None:
+    """TensorBoard at the end: the projector's item embeddings and the hparams session."""
+    if job.conf.tracking.projector:
+        popularity = np.bincount(data.train.matrix.indices, minlength=data.train.n_items)
+        tracker.log_projector(
+            model.item_embeddings(),
+            item_ids=data.train.item_ids,
+            titles=data.train.item_titles,
+            popularity=popularity,
+            step=len(model.history),
+        )
+    tracker.log_hparams(hparams(job.conf), metrics)

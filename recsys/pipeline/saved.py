@@ -1,0 +1,68 @@
+"""Finished run folders read back for serving (``scripts/recommend.py``, ``export_index.py``),
+and the ``key=value`` command lines of those scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.als import ALS
+from recsys.config import TrainConfig, validate
+from recsys.data.interactions import Interactions
+from recsys.pipeline.artifacts import METADATA_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
+
+__all__ = ["SavedRun", "load_run", "parse_key_values"]
+
+
+@dataclass
+class SavedRun:
+    """A finished run folder, loaded for serving (``scripts/recommend.py``, ``export_index.py``)."""
+
+    folder: Path
+    metadata: dict[str, Any]
+    model: Any
+    train: Any | None  # Interactions from train.npz (None when the run did not keep it)
+
+    @property
+    def config(self) -> TrainConfig:
+        return validate(self.metadata["config"])
+
+
+def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> SavedRun:
+    """Read ``metadata.json``, ``model.npz`` and ``train.npz`` of a completed run folder."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"run folder {folder} does not exist")
+    meta_path = folder / METADATA_FILE
+    if not meta_path.is_file() or not (folder / METRICS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no completed run (no {METADATA_FILE} / {METRICS_FILE}); pass the "
+            "folder scripts/train.py printed, e.g. outputs/<date>/<time>"
+        )
+    metadata = json.loads(meta_path.read_text())
+    model = ALS.load(folder / MODEL_FILE, device=device)
+    train = Interactions.load(folder / TRAIN_FILE) if (folder / TRAIN_FILE).is_file() else None
+    return SavedRun(folder, metadata, model, train)
+
+
+def parse_key_values(argv: Sequence[str], allowed: Sequence[str]) -> dict[str, list[str]]:
+    """``["run_dir=x", "user=1", "user=2,3"]`` -> ``{"run_dir": ["x"], "user": ["1", "2", "3"]}``.
+
+    Values may be comma lists or ``[a,b]``; a key not in `allowed` raises ValueError naming the
+    allowed keys (one line).
+    """
+    out: dict[str, list[str]] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in allowed:
+            raise ValueError(f"{arg}: expected key=value with key one of {', '.join(allowed)}")
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        parts = [v.strip().strip("'\"") for v in value.split(",")] if key != "item" else [value]
+        out.setdefault(key, []).extend(p for p in parts if p != "")
+    return out

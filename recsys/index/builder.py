@@ -4,7 +4,7 @@ Scores in an ALS model are inner products, so the default metric is "ip" and an 
 ("flat") IP index returns exactly the model's top-k. "cosine" normalizes items (and later
 queries) and uses IP; "l2" is plain Euclidean distance. For "ip" the MIPS-to-L2 transform can
 be switched on per build; its default per index type comes from a measurement on an ALS-like
-synthetic catalog (see ``DEFAULT_MIPS_TO_L2`` and ``recsys.index.benchmark``).
+synthetic catalog (see ``DEFAULT_MIPS_TO_L2`` and ``benchmarks/index.py``).
 """
 
 from __future__ import annotations
@@ -113,12 +113,7 @@ def build_index(
             ``nprobe`` lists probed per shard). Exact (flat) search returns the same top-k as one
             index. With ``device="gpu"`` shard s goes to GPU ``(gpu_id + s) % n_gpus``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if device not in ("cpu", "gpu", "auto"):
-        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+    _check_choices(kind, metric, device)
     x = as_float32_matrix(item_vectors, "item vectors")
     n, d = x.shape
     if n == 0 or d == 0:
@@ -151,6 +146,15 @@ def build_index(
     if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
         item_index.to_gpu(gpu_id)
     return item_index
+
+
+def _check_choices(kind: str, metric: str, device: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if device not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
 
 
 def _indexed_vectors(

@@ -15,6 +15,12 @@ from recsys.als.batching import bucket_growth, build_buckets
 from recsys.als.posterior import draw_normal_wishart
 from recsys.als.solvers import cholesky as cholesky_module
 from recsys.als.solvers.base import HalfProblem
+from recsys.als.training import LocalStrategy, half_epoch
+
+
+def half_step(model: ALS, side: str, matrix: sp.csr_matrix) -> None:
+    """One half-epoch of `model` on `matrix` ("users" or "items"), as training runs it."""
+    half_epoch(LocalStrategy(model, matrix), side)
 
 
 def random_matrix(n_users=50, n_items=40, density=0.3, seed=0, empty_user=3) -> np.ndarray:
@@ -189,8 +195,7 @@ def test_cg_converges_to_the_exact_solution(weighting):
     cg.user_bias, cg.item_bias = exact.user_bias.clone(), exact.item_bias.clone()
     cg.global_bias = exact.global_bias
     xs, _ = reference_user_update(exact, dense)
-    users = cg._structure(sp.csr_matrix(dense))
-    cg._update_users(users)
+    half_step(cg, "users", sp.csr_matrix(dense))
     assert np.abs(cg.user_factors.double().numpy() - xs).max() / np.abs(xs).max() < 1e-3
 
 
@@ -237,7 +242,7 @@ def test_fold_in_of_a_training_user_reproduces_its_vector():
     model = ALS(n_factors=10, regularization=0.1, weighting="hkv", alpha=3.0, iterations=3)
     model.fit(sp.csr_matrix(dense))
     # one more user half-step makes the stored user vectors the exact solution for the item side
-    model._update_users(model._structure(sp.csr_matrix(dense)))
+    half_step(model, "users", sp.csr_matrix(dense))
     rows = sp.csr_matrix(dense[[5, 7, 11]])
     factors, bias = model.fold_in_factors(rows)
     assert torch.allclose(factors, model.user_factors[[5, 7, 11]], rtol=1e-5, atol=1e-6)
@@ -260,7 +265,7 @@ def test_partial_fit_users_updates_and_adds_users():
     grown = sp.vstack([sp.csr_matrix(dense), sp.csr_matrix((1, dense.shape[1])), new_row]).tocsr()
     model.partial_fit_items([0], grown[:, [0]].T.tocsr())
     expected = model.item_factors.clone()
-    model._update_items(model._structure(grown.T.tocsr()))
+    half_step(model, "items", grown)
     assert torch.allclose(expected[0], model.item_factors[0], rtol=1e-5, atol=1e-6)
 
 
@@ -321,7 +326,7 @@ def test_fit_updates_the_factors_in_place_but_resume_leaves_shared_tensors_alone
     assert all(u is model.user_factors and b is model.item_bias for u, b in seen)
     held = model.user_factors
     snapshot = held.clone()
-    model.params["iterations"] = 5
+    model.iterations = 5
     model.fit(matrix, resume=True)
     assert model.user_factors is not held
     assert torch.equal(held, snapshot)
@@ -592,8 +597,9 @@ def test_posterior_draws_follow_the_conditional_gaussian(weighting, n_factors):
     rows = sp.csr_matrix(np.repeat(dense[user : user + 1], draws, axis=0))
     generator = torch.Generator().manual_seed(0)
     zeros = torch.zeros(draws, n_factors, dtype=torch.float64)
-    factors, bias = model._solve_side(
-        model._structure(rows), model.item_factors, model.item_bias, zeros, zeros[:, 0],
+    eq = model.equations()
+    factors, bias = eq.solve(
+        eq.rows(rows), model.item_factors, model.item_bias, zeros, zeros[:, 0],
         noise_scale=sigma, generator=generator,
     )  # fmt: skip
     samples = torch.cat([factors, bias[:, None]], dim=1).numpy()
@@ -617,7 +623,8 @@ def test_draws_with_a_shared_prior_follow_the_conditional_gaussian(n_factors):
     root = rng.normal(size=(k, k))
     precision, mean = root @ root.T / k + 0.5 * np.eye(k), rng.normal(size=k)
     user, draws, sigma = 7, 3000, 0.5
-    c = model._bias_column
+    eq = model.equations()
+    c = eq.bias_column
     fixed = np.hstack([model.item_factors.numpy(), np.full((dense.shape[1], 1), c)])
     offsets = model.item_bias.numpy() + model.global_bias
     a, cols = model.weighting.all_pairs_weight, np.flatnonzero(dense[user])
@@ -627,10 +634,9 @@ def test_draws_with_a_shared_prior_follow_the_conditional_gaussian(n_factors):
     lhs = a * fixed.T @ fixed + fixed[cols].T @ (d[:, None] * fixed[cols]) + precision
     rhs = fixed[cols].T @ (g - d * offsets[cols]) - a * fixed.T @ offsets + precision @ mean
     rows = sp.csr_matrix(np.repeat(dense[user : user + 1], draws, axis=0))
-    structure = model._structure(rows)
-    structure["reg"] = torch.zeros_like(structure["reg"])
+    structure = eq.rows(rows).without_regularization()
     zeros = torch.zeros(draws, n_factors, dtype=torch.float64)
-    factors, bias = model._solve_side(
+    factors, bias = eq.solve(
         structure, model.item_factors, model.item_bias, zeros, zeros[:, 0],
         noise_scale=sigma, generator=torch.Generator().manual_seed(0),
         prior=(torch.from_numpy(precision), torch.from_numpy(mean)),

@@ -53,7 +53,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,11 +61,9 @@ import torch
 import torch.distributed as dist
 
 from recsys.als.loss import Observed, Side, loss_sums
+from recsys.als.protocol import FactorModel
 from recsys.als.solvers.base import Workspace
 from recsys.als.training import SIDES, Callback, Strategy, train
-
-if TYPE_CHECKING:
-    from recsys.als.model import ALS
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -342,7 +340,7 @@ def _checksum(values: Any) -> float:
     return float(int(words.to(torch.int64).sum()) % 2**52)
 
 
-def _fingerprint(model: ALS, matrix: sp.csr_matrix) -> list[float]:
+def _fingerprint(model: FactorModel, matrix: sp.csr_matrix) -> list[float]:
     """Numbers every rank must agree on before training: the input and the starting model."""
     biases = [b for b in (model.user_bias, model.item_bias) if b is not None]
     return [
@@ -364,7 +362,7 @@ _FINGERPRINT_NAMES = (
 )  # fmt: skip
 
 
-def check_agreement(comm: Communicator, model: ALS, matrix: sp.csr_matrix) -> None:
+def check_agreement(comm: Communicator, model: FactorModel, matrix: sp.csr_matrix) -> None:
     seen = comm.all_gather_values(_fingerprint(model, matrix), "the start-up consistency check")
     differ = [
         name
@@ -418,7 +416,7 @@ class ShardedStrategy(Strategy):
     the loss's partial sums are all-reduced.
     """
 
-    def __init__(self, model: ALS, matrix: sp.csr_matrix, comm: Communicator) -> None:
+    def __init__(self, model: FactorModel, matrix: sp.csr_matrix, comm: Communicator) -> None:
         self.model, self.comm = model, comm
         self.equations = model.equations()
         self.workspace = Workspace()
@@ -516,11 +514,11 @@ class ShardedStrategy(Strategy):
 
 
 def train_sharded(
-    model: ALS,
+    model: FactorModel,
     matrix: sp.csr_matrix,
     callback: Callback | None = None,
     comm: Communicator | None = None,
-) -> ALS:
+) -> FactorModel:
     """The epochs of ``ALS.fit(..., distributed=...)`` on this rank's shard (see the module doc).
 
     `model` must already be initialised (or resumed) identically on every rank, as `ALS.fit` does
@@ -536,7 +534,7 @@ def train_sharded(
 
 
 def publish(
-    model: ALS,
+    model: FactorModel,
     users: tuple[torch.Tensor, torch.Tensor | None] | None,
     items: tuple[torch.Tensor, torch.Tensor | None] | None,
 ) -> None:

@@ -8,22 +8,23 @@ settings. Loading never executes code from the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from recsys.als.protocol import FactorModel
 from recsys.io import atomic_path
 
-if TYPE_CHECKING:
-    from recsys.als.model import ALS
+M = TypeVar("M", bound=FactorModel)
 
 #: version of the file layout written by `save_model`; `load_model` rejects any other
 FORMAT_VERSION = 1
 
 
-def save_model(model: ALS, path: Path) -> Path:
+def save_model(model: FactorModel, path: Path) -> Path:
     """Write a fitted `model` to `path`; returns the path written."""
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(FORMAT_VERSION),
@@ -46,7 +47,7 @@ def save_model(model: ALS, path: Path) -> Path:
     return path
 
 
-def load_model(cls: type[ALS], path: Path, device: str) -> ALS:
+def load_model(cls: Callable[..., M], path: Path, device: str) -> M:
     """Read a file written by :func:`save_model` onto `device` as a `cls` model."""
     try:
         data = np.load(path, allow_pickle=False)

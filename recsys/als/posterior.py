@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,10 +27,8 @@ from scipy import stats
 
 from recsys.als.equations import NormalEquations, Rows
 from recsys.als.loss import Observed, Side, als_loss
+from recsys.als.protocol import FactorModel
 from recsys.als.training import SIDES, all_finite, diverged, synchronize
-
-if TYPE_CHECKING:
-    from recsys.als.model import ALS
 
 
 def draw_normal_wishart(
@@ -55,7 +52,7 @@ def draw_normal_wishart(
 
 
 def sample_posterior(
-    model: ALS, matrix: sp.csr_matrix, samples: int, burn_in: int, seed: int, prior: str
+    model: FactorModel, matrix: sp.csr_matrix, samples: int, burn_in: int, seed: int, prior: str
 ) -> None:
     """Replace `model`'s factors by the average of `samples` Gibbs draws (see
     `ALS.sample_posterior`, which checks the arguments); appends one history entry per sweep."""
@@ -105,7 +102,7 @@ def sample_posterior(
 
 
 def _draw_side(
-    model: ALS,
+    model: FactorModel,
     eq: NormalEquations,
     rows: Rows,
     side: str,
@@ -138,7 +135,7 @@ def _draw_side(
         model.item_factors, model.item_bias = solved
 
 
-def _average(model: ALS, draws: list[tuple[torch.Tensor | None, ...]]) -> None:
+def _average(model: FactorModel, draws: list[tuple[torch.Tensor | None, ...]]) -> None:
     """The average of S factor models is itself one: the draws side by side, each scaled by
     1/sqrt(S), and the mean biases."""
     scale = 1.0 / math.sqrt(len(draws))

@@ -19,20 +19,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import scipy.sparse as sp
 import torch
 
 from recsys.als.equations import NormalEquations, Rows
 from recsys.als.loss import Observed, Side, combine, loss_sums
+from recsys.als.protocol import FactorModel
 from recsys.als.solvers.base import Workspace
 
-if TYPE_CHECKING:
-    from recsys.als.model import ALS
-
 #: callback(epoch, loss, seconds, model) -> truthy to stop training early
-Callback = Callable[[int, float, float, "ALS"], Any]
+Callback = Callable[[int, float, float, FactorModel], Any]
 
 #: the half-epochs of an epoch, in order, and the name of the fixed side of each
 SIDES = ("users", "items")
@@ -75,7 +73,7 @@ class Strategy:
     implement the hooks below.
     """
 
-    model: ALS
+    model: FactorModel
     equations: NormalEquations
     rows: dict[str, Rows]
     workspace: Workspace
@@ -123,7 +121,7 @@ class Strategy:
 class LocalStrategy(Strategy):
     """One process: the model's own tensors, solved in place."""
 
-    def __init__(self, model: ALS, matrix: sp.csr_matrix) -> None:
+    def __init__(self, model: FactorModel, matrix: sp.csr_matrix) -> None:
         self.model = model
         self.equations = model.equations()
         self.rows = {

@@ -20,7 +20,7 @@ from recsys.config import (
     validate,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 
 register_configs()

@@ -34,7 +34,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: ALS settings of the equivalence checks (4 epochs, 6 factors on the problem below).
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -27,7 +27,7 @@ from recsys.als.solvers import SOLVERS, Solver
 from recsys.als.training import Callback, LocalStrategy, train
 from recsys.als.weightings import WEIGHTINGS, Weighting
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -142,8 +142,8 @@ class ALS:
             )
         if int(iterations) < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if not memory_budget_mb > 0:
             raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
         unknown = sorted(set(part_params) - set(part_parameters()))
@@ -168,7 +168,7 @@ class ALS:
         self.weighting: Weighting = WEIGHTINGS.resolve(weighting, part_params)
         self.solver: Solver = SOLVERS.resolve(solver, part_params)
         self.device = resolve_device(device)
-        self.dtype = _DTYPES[dtype]
+        self.dtype = DTYPES[dtype]
         self.user_factors: torch.Tensor | None = None
         self.item_factors: torch.Tensor | None = None
         self.user_bias: torch.Tensor | None = None
@@ -186,7 +186,7 @@ class ALS:
     def params(self) -> dict[str, Any]:
         """The arguments that rebuild this model, JSON-ready: ``ALS(**model.params)`` (the
         parts by registry name with their hyperparameters, flat; the device is not among them)."""
-        dtype = next(name for name, value in _DTYPES.items() if value == self.dtype)
+        dtype = next(name for name, value in DTYPES.items() if value == self.dtype)
         return {
             "n_factors": self.n_factors,
             "regularization": self.regularization,

@@ -8,8 +8,8 @@ from recsys.als import ALS, SOLVERS, WEIGHTINGS
 
 
 def test_registries_list_the_built_in_parts():
-    assert SOLVERS.names() == ["cg", "cholesky"]
-    assert WEIGHTINGS.names() == ["explicit", "hkv", "ials"]
+    assert {"cg", "cholesky"} <= set(SOLVERS.names())  # a new part's file adds itself
+    assert {"explicit", "hkv", "ials"} <= set(WEIGHTINGS.names())
     assert json.loads(json.dumps(ALS().params))["solver"] == "cholesky"
 
 

@@ -16,6 +16,7 @@ finiteness check): a fit allocates no fresh memory per epoch.
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Callable
@@ -66,7 +67,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Where the rows live during a fit: the hooks of the epoch loop (see the module doc).
 
     Subclasses set `model`, `equations`, `rows` (side -> :class:`Rows`) and `workspace`, and
@@ -78,21 +79,21 @@ class Strategy:
     rows: dict[str, Rows]
     workspace: Workspace
 
+    @abc.abstractmethod
     def current(self, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The factors and biases of the rows of `side` this process solves."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fixed(self, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The whole other side, which the rows of `side` are solved against."""
-        raise NotImplementedError
 
     def gram(self, side: str) -> torch.Tensor | None:
         """F^T F of the fixed side when it must be assembled (None: computed from `fixed`)."""
         return None
 
+    @abc.abstractmethod
     def exchange(self, side: str, factors: torch.Tensor, bias: torch.Tensor | None) -> None:
         """Keep the solved rows of `side` (`factors`, `bias` live in the solver's scratch)."""
-        raise NotImplementedError
 
     def any(self, flag: bool, what: str) -> bool:
         """Whether `flag` holds in any process."""
@@ -102,13 +103,13 @@ class Strategy:
         """`sums` added up over the processes."""
         return sums
 
+    @abc.abstractmethod
     def loss_parts(self) -> torch.Tensor:
         """This process's :func:`recsys.als.loss.loss_sums`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tensors(self) -> list[torch.Tensor | None]:
         """The factor and bias tensors this process updated (for the finiteness check)."""
-        raise NotImplementedError
 
     def end_epoch(self, callback: Callback | None, epoch: int, loss: float, seconds: float) -> bool:
         """Run the callback after `epoch` (1-based); whether to stop."""

@@ -116,7 +116,8 @@ class Strategy(abc.ABC):
         return callback is not None and bool(callback(epoch, loss, seconds, self.model))
 
     def finish(self) -> None:
-        """Leave the model holding its full factors."""
+        """Leave the model holding its full factors (in one process it holds them all along)."""
+        return None
 
 
 class LocalStrategy(Strategy):

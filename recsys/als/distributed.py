@@ -28,7 +28,7 @@ other side.
 2. item half: the same with the all-gathered user table X, X^T X and rank r's items;
 3. the loss: each rank sums its items' observed terms (against the full X, still at hand), its
    slices' Gram matrices and regularization in float64, and one all-reduce adds them up
-   (:func:`_sharded_loss`);
+   (:meth:`ShardedStrategy.loss_parts`);
 4. with a callback, Y is gathered again and the model holds the full factors while it runs on
    every rank (evaluation and checkpoints on rank 0); the next user half reuses that Y.
 
@@ -49,31 +49,34 @@ a `DistributedError`: an orderly interpreter shutdown can block on the broken pr
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from recsys.als.loss import Observed, Side, side_regularization
-
-if TYPE_CHECKING:
-    from recsys.als.model import ALS
+from recsys.als.loss import Observed, Side, loss_sums
+from recsys.als.protocol import FactorModel
+from recsys.als.solvers.base import Workspace
+from recsys.als.training import SIDES, Callback, Strategy, train
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "Communicator",
     "DistributedError",
     "Partition",
+    "ShardedStrategy",
+    "Slice",
+    "check_agreement",
     "init_process_group",
     "launched_with_torchrun",
     "local_device",
+    "publish",
     "shard_plan",
     "shutdown",
     "train_sharded",
@@ -337,7 +340,7 @@ def _checksum(values: Any) -> float:
     return float(int(words.to(torch.int64).sum()) % 2**52)
 
 
-def _fingerprint(model: ALS, matrix: sp.csr_matrix) -> list[float]:
+def _fingerprint(model: FactorModel, matrix: sp.csr_matrix) -> list[float]:
     """Numbers every rank must agree on before training: the input and the starting model."""
     biases = [b for b in (model.user_bias, model.item_bias) if b is not None]
     return [
@@ -359,7 +362,7 @@ _FINGERPRINT_NAMES = (
 )  # fmt: skip
 
 
-def _check_agreement(comm: Communicator, model: ALS, matrix: sp.csr_matrix) -> None:
+def check_agreement(comm: Communicator, model: FactorModel, matrix: sp.csr_matrix) -> None:
     seen = comm.all_gather_values(_fingerprint(model, matrix), "the start-up consistency check")
     differ = [
         name
@@ -375,19 +378,23 @@ def _check_agreement(comm: Communicator, model: ALS, matrix: sp.csr_matrix) -> N
         )
 
 
+_OTHER = {"users": "items", "items": "users"}
+_NAMES = {"users": "user", "items": "item"}
+
+
 @dataclass
-class _Slice:
+class Slice:
     """This rank's rows of one side: factors and biases (None without biases)."""
 
     factors: torch.Tensor
     bias: torch.Tensor | None
 
     @classmethod
-    def of(cls, factors: torch.Tensor, bias: torch.Tensor | None, lo: int, hi: int) -> _Slice:
+    def of(cls, factors: torch.Tensor, bias: torch.Tensor | None, lo: int, hi: int) -> Slice:
         """A copy of rows lo:hi (a copy, so the full table can be freed)."""
         return cls(factors[lo:hi].clone(), None if bias is None else bias[lo:hi].clone())
 
-    def gather(self, comm: Communicator, partition: Partition, side: str) -> _Slice:
+    def gather(self, comm: Communicator, partition: Partition, side: str) -> Slice:
         """The full side, every rank's slice in place (all-gather)."""
         factors = comm.all_gather_rows(self.factors, partition, f"all-gather of {side} factors")
         bias = (
@@ -395,98 +402,123 @@ class _Slice:
             if self.bias is None
             else comm.all_gather_rows(self.bias, partition, f"all-gather of {side} biases")
         )
-        return _Slice(factors, bias)
+        return Slice(factors, bias)
+
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.factors, self.bias
 
 
-def _solve_shard(
-    model: ALS,
-    comm: Communicator,
-    structure: dict[str, Any],
-    fixed: _Slice,
-    fixed_local: _Slice,
-    current: _Slice,
-    what: str,
-) -> _Slice:
-    """Solve this rank's rows against the full fixed side, with the Gram summed across ranks.
+class ShardedStrategy(Strategy):
+    """The hooks of :func:`recsys.als.training.train` for one rank (see the module doc).
 
-    `fixed_local` is this rank's slice of the fixed side: the Gram matrix is the sum of every
-    rank's slice Gram (one all-reduce); `current` the rows' present values (CG starts there).
+    The rank solves its user and item ranges; the fixed side is all-gathered for its half-epoch
+    and dropped after it, the Gram matrix is the all-reduced sum of every rank's slice Gram, and
+    the loss's partial sums are all-reduced.
     """
-    local, _ = model._fixed_side(fixed_local.factors, fixed_local.bias)
-    gram = comm.all_reduce_sum(local.T @ local, f"all-reduce of the {what} Gram matrix")
-    failure: BaseException | None = None
-    try:
-        solved = model._solve_side_copy(
-            structure, fixed.factors, fixed.bias, current.factors, current.bias, gram=gram
+
+    def __init__(self, model: FactorModel, matrix: sp.csr_matrix, comm: Communicator) -> None:
+        self.model, self.comm = model, comm
+        self.equations = model.equations()
+        self.workspace = Workspace()
+        self.parts = dict(zip(SIDES, shard_plan(matrix, comm.world_size), strict=True))
+        (u0, u1), (i0, i1) = (self.parts[side].range(comm.rank) for side in SIDES)
+        item_rows = matrix[:, i0:i1].T.tocsr()
+        self.rows = {
+            "users": self.equations.rows(matrix[u0:u1]),
+            "items": self.equations.rows(item_rows),
+        }
+        self.observed = (
+            Observed.from_csr(item_rows, model.device, model.dtype)
+            if model.calculate_loss
+            else None
         )
-    except (torch.linalg.LinAlgError, FloatingPointError) as err:
-        failure, solved = err, (current.factors, current.bias)
-    if comm.any(failure is not None, f"agreeing on the {what} solves"):
-        raise failure or FloatingPointError("a per-row solve failed on another rank (see its log)")
-    return _Slice(*solved)
+        del item_rows
+        # this rank's slices; the full tables exist only during a half-epoch (the fixed side)
+        # and for the callback
+        self.slices = {
+            "users": Slice.of(model.user_factors, model.user_bias, u0, u1),
+            "items": Slice.of(model.item_factors, model.item_bias, i0, i1),
+        }
+        #: the gathered full sides; the first user half uses the model's item table as it is
+        self.full: dict[str, Slice | None] = {
+            "users": None,
+            "items": Slice(model.item_factors, model.item_bias),
+        }
+        publish(model, None, None)
 
+    def _gather(self, side: str) -> Slice:
+        return self.slices[side].gather(self.comm, self.parts[side], _NAMES[side])
 
-def _sharded_loss(
-    model: ALS,
-    comm: Communicator,
-    observed: Observed,
-    users: _Slice,
-    items: _Slice,
-    all_users: _Slice,
-    user_reg: torch.Tensor,
-    item_reg: torch.Tensor,
-) -> dict[str, float]:
-    """`recsys.als.loss.als_loss` of the full model from each rank's share (one all-reduce).
+    def current(self, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.slices[side].pair()
 
-    Every term is a sum over rows: the observed terms over this rank's items (`observed` holds
-    their entries, item x user, scored against all users), the regularization over its user and
-    item slices, and the Gram matrices X^T X and Y^T Y of the all-pairs term over its slices; the
-    float64 partial sums are added across ranks before they are combined.
-    """
-    weighting, mu = model.weighting, model.global_bias
-    a = weighting.all_pairs_weight
-    x, bx, y, by = users.factors, users.bias, items.factors, items.bias
-    s = observed.dot(y, all_users.factors) + mu
-    if by is not None:
-        s = s + by[observed.rows] + all_users.bias[observed.cols]
-    s, v = s.double(), observed.values.double()
-    d, g = weighting.observed_weight(v), weighting.observed_target(v)
-    e = weighting.observed_constant(v)
-    p = model.params
-    ratio = p["bias_regularization"] / p["regularization"] if p["regularization"] else 0.0
-    user_side, item_side = Side(x, bx, user_reg), Side(y, by, item_reg)
-    reg = side_regularization(user_side, ratio) + side_regularization(item_side, ratio)
-    ones_x, ones_y = x.new_ones(x.shape[0]), y.new_ones(y.shape[0])
-    x_hat = user_side.augmented(bx, ones_x)
-    y_hat = item_side.augmented(ones_y, by + mu if by is not None else ones_y * mu)
-    head = torch.stack([(d * s * s - 2.0 * g * s + e).sum(), (s * s).sum(), reg]).to(x_hat)
-    sums = torch.cat([head, (x_hat.T @ x_hat).flatten(), (y_hat.T @ y_hat).flatten()])
-    comm.all_reduce_sum(sums, "all-reduce of the loss")
-    k2 = x_hat.shape[1] ** 2
-    obs_quadratic, obs_square, regularization = sums[:3].tolist()
-    all_square = float((sums[3 : 3 + k2] * sums[3 + k2 :]).sum())
-    observed_term = obs_quadratic + a * obs_square
-    unobserved = a * (all_square - obs_square)
-    return {
-        "loss": observed_term + unobserved + regularization,
-        "observed": observed_term,
-        "unobserved": unobserved,
-        "regularization": regularization,
-    }
+    def fixed(self, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        other = _OTHER[side]
+        if self.full[other] is None:
+            self.full[other] = self._gather(other)
+        return self.full[other].pair()
 
+    def gram(self, side: str) -> torch.Tensor:
+        local, _ = self.equations.fixed_side(*self.slices[_OTHER[side]].pair())
+        what = f"all-reduce of the {_NAMES[_OTHER[side]]} Gram matrix"
+        return self.comm.all_reduce_sum(local.T @ local, what)
 
-def _finite(*parts: _Slice) -> bool:
-    return all(
-        bool(torch.isfinite(t).all()) for p in parts for t in (p.factors, p.bias) if t is not None
-    )
+    def exchange(self, side: str, factors: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.slices[side] = Slice(factors.clone(), None if bias is None else bias.clone())
+        self.full[side] = None  # stale now
+        if side == "users":  # free the fixed side before gathering the other; after the item
+            self.full["items"] = None  # half, the users stay for the loss and the callback
+
+    def any(self, flag: bool, what: str) -> bool:
+        return self.comm.any(flag, what)
+
+    def reduce(self, sums: torch.Tensor, what: str) -> torch.Tensor:
+        return self.comm.all_reduce_sum(sums, what)
+
+    def loss_parts(self) -> torch.Tensor:
+        """Every term is a sum over rows: the observed terms over this rank's items (`observed`
+        holds their entries, item x user, scored against all users), the regularization and the
+        Gram matrices over its user and item slices."""
+        users, items = self.slices["users"], self.slices["items"]
+        return loss_sums(
+            self.observed,
+            (items.pair(), self.fixed("items")),
+            Side(*users.pair(), self.rows["users"].reg),
+            Side(*items.pair(), self.rows["items"].reg),
+            self.equations.global_bias,
+            self.equations.weighting,
+            self.equations.bias_reg_ratio,
+        )
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        return [*self.slices["users"].pair(), *self.slices["items"].pair()]
+
+    def end_epoch(self, callback: Callback | None, epoch: int, loss: float, seconds: float) -> bool:
+        """The callback runs on every rank with the full factors (gathered for it); rank 0's
+        return value decides for all whether to stop."""
+        stop = False
+        if callback is not None:
+            self.full["items"] = self._gather("items")  # the next user half reuses it
+            publish(self.model, self.fixed("items"), self.full["items"].pair())
+            stop = bool(callback(epoch, loss, seconds, self.model))
+            publish(self.model, None, None)
+        self.full["users"] = None
+        return self.comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0
+
+    def finish(self) -> None:
+        # the interaction structures go before the full tables come
+        self.rows = {}
+        self.observed = None
+        self.model.solver.release()
+        publish(self.model, self._gather("users").pair(), self.fixed("users"))
 
 
 def train_sharded(
-    model: ALS,
+    model: FactorModel,
     matrix: sp.csr_matrix,
-    callback: Callable[[int, float, float, ALS], Any] | None = None,
+    callback: Callback | None = None,
     comm: Communicator | None = None,
-) -> ALS:
+) -> FactorModel:
     """The epochs of ``ALS.fit(..., distributed=...)`` on this rank's shard (see the module doc).
 
     `model` must already be initialised (or resumed) identically on every rank, as `ALS.fit` does
@@ -495,73 +527,17 @@ def train_sharded(
     factors after each epoch (gathered for it); rank 0's return value decides for all whether to
     stop. Returns `model`, holding the full factors on every rank.
     """
-    from recsys.als.model import _DIVERGENCE_HINT, DivergenceError
-
     comm = comm or Communicator()
-    _check_agreement(comm, model, matrix)
-    user_part, item_part = shard_plan(matrix, comm.world_size)
-    (u0, u1), (i0, i1) = user_part.range(comm.rank), item_part.range(comm.rank)
-    users = model._structure(matrix[u0:u1])
-    item_rows = matrix[:, i0:i1].T.tocsr()
-    items = model._structure(item_rows)
-    calculate_loss = model.params["calculate_loss"]
-    observed = Observed.from_csr(item_rows, model.device, model.dtype) if calculate_loss else None
-    del item_rows
-    # this rank's slices; the full tables exist only during a half-epoch (the fixed side) and for
-    # the callback
-    x = _Slice.of(model.user_factors, model.user_bias, u0, u1)
-    y = _Slice.of(model.item_factors, model.item_bias, i0, i1)
-    all_items: _Slice | None = _Slice(model.item_factors, model.item_bias)  # the first user half
-    model.user_factors = model.user_bias = model.item_factors = model.item_bias = None
-
-    for epoch in range(len(model.history), model.params["iterations"]):
-        start = time.perf_counter()
-        try:
-            if all_items is None:
-                all_items = y.gather(comm, item_part, "item")
-            x = _solve_shard(model, comm, users, all_items, y, x, "item")
-            all_items = None  # free the fixed side before gathering the other
-            all_users = x.gather(comm, user_part, "user")
-            y = _solve_shard(model, comm, items, all_users, x, y, "user")
-        except (torch.linalg.LinAlgError, FloatingPointError) as err:
-            raise DivergenceError(
-                f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
-            ) from err
-        model._synchronize()
-        seconds = time.perf_counter() - start
-        if observed is not None:
-            loss = _sharded_loss(model, comm, observed, x, y, all_users, users["reg"], items["reg"])
-        else:
-            loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
-        diverged = not _finite(x, y) or (calculate_loss and not math.isfinite(loss["loss"]))
-        if comm.any(diverged, "agreeing on the factors being finite"):
-            raise DivergenceError(
-                f"training diverged at epoch {epoch + 1}: NaN or infinite factors or loss. "
-                + _DIVERGENCE_HINT
-            )
-        model.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
-        stop = False
-        if callback is not None:
-            all_items = y.gather(comm, item_part, "item")  # the next user half reuses it
-            _publish(model, all_users, all_items)
-            stop = bool(callback(epoch + 1, loss["loss"], seconds, model))
-            _publish(model, None, None)
-        del all_users
-        if comm.broadcast_float(float(stop), "broadcast of rank 0's stop decision") != 0.0:
-            break
-    del users, items, observed  # the interaction structures go before the full tables come
-    model.solver.release()
-    _publish(
-        model, x.gather(comm, user_part, "user"), all_items or y.gather(comm, item_part, "item")
-    )
+    check_agreement(comm, model, matrix)
+    train(ShardedStrategy(model, matrix, comm), callback)
     return model
 
 
-def _publish(model: ALS, users: _Slice | None, items: _Slice | None) -> None:
+def publish(
+    model: FactorModel,
+    users: tuple[torch.Tensor, torch.Tensor | None] | None,
+    items: tuple[torch.Tensor, torch.Tensor | None] | None,
+) -> None:
     """Set (or, with None, clear) the model's full factor tables."""
-    model.user_factors, model.user_bias = (
-        (None, None) if users is None else (users.factors, users.bias)
-    )
-    model.item_factors, model.item_bias = (
-        (None, None) if items is None else (items.factors, items.bias)
-    )
+    model.user_factors, model.user_bias = (None, None) if users is None else users
+    model.item_factors, model.item_bias = (None, None) if items is None else items

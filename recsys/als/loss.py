@@ -16,6 +16,9 @@ import torch
 
 from recsys.als.weightings.base import Weighting
 
+#: the factors and biases (None without biases) of the rows or the columns of observed entries
+Scored = tuple[torch.Tensor, torch.Tensor | None]
+
 
 @dataclass
 class Side:
@@ -75,6 +78,61 @@ def side_regularization(side: Side, bias_reg_ratio: float) -> torch.Tensor:
     return (side.reg_scale.double() * norms).sum()
 
 
+def loss_sums(
+    observed: Observed,
+    scored: tuple[Scored, Scored],
+    users: Side,
+    items: Side,
+    global_bias: float,
+    weighting: Weighting,
+    bias_reg_ratio: float,
+) -> torch.Tensor:
+    """The additive parts of the loss as one float64 vector, to be summed across shards.
+
+    `observed` holds entries (row, col) scored as rows . cols + row bias + col bias + mu with
+    `scored` = (row side, column side) (users x items in one process; a shard's items x all
+    users in a sharded fit). `users` and `items` are the rows whose regularization and Gram
+    matrices this process contributes (all of them in one process, its slices in a sharded fit).
+    Every part is a sum over rows, so the parts of disjoint shards add up to the whole model's;
+    :func:`combine` turns them into the loss.
+    """
+    (left, left_bias), (right, right_bias) = scored
+    s = observed.dot(left, right) + global_bias
+    if left_bias is not None:
+        s = s + left_bias[observed.rows] + right_bias[observed.cols]
+    s, v = s.double(), observed.values.double()
+    d, g = weighting.observed_weight(v), weighting.observed_target(v)
+    e = weighting.observed_constant(v)
+    reg = side_regularization(users, bias_reg_ratio) + side_regularization(items, bias_reg_ratio)
+    ones_u = users.factors.new_ones(users.factors.shape[0])
+    ones_i = items.factors.new_ones(items.factors.shape[0])
+    item_offset = items.bias + global_bias if items.bias is not None else ones_i * global_bias
+    x_hat = users.augmented(users.bias, ones_u)
+    y_hat = items.augmented(ones_i, item_offset)
+    # sum of d s^2 - 2 g s + e, sum of s^2, the regularization, then X^T X and Y^T Y
+    head = torch.stack([(d * s * s - 2.0 * g * s + e).sum(), (s * s).sum(), reg]).to(x_hat)
+    return torch.cat([head, (x_hat.T @ x_hat).flatten(), (y_hat.T @ y_hat).flatten()])
+
+
+def combine(sums: torch.Tensor, weighting: Weighting) -> dict[str, float]:
+    """Loss components from the (summed) parts of :func:`loss_sums`: `observed` is the full
+    weighted error on the observed entries, `unobserved` the all-pairs term on the rest, and
+    `loss` their sum with the `regularization`. The all-pairs sum of squared scores is the
+    Frobenius product <X^T X, Y^T Y> of the augmented sides (the Gram trick)."""
+    a = weighting.all_pairs_weight
+    k2 = (sums.numel() - 3) // 2
+    obs_quadratic, obs_square, regularization = sums[:3].tolist()
+    all_square = float((sums[3 : 3 + k2] * sums[3 + k2 :]).sum())
+    observed = obs_quadratic + a * obs_square
+    unobserved = a * (all_square - obs_square)
+    return {
+        "loss": observed + unobserved + regularization,
+        "observed": observed,
+        "unobserved": unobserved,
+        "regularization": regularization,
+    }
+
+
 def als_loss(
     observed: Observed,
     users: Side,
@@ -83,37 +141,15 @@ def als_loss(
     weighting: Weighting,
     bias_reg_ratio: float,
 ) -> dict[str, float]:
-    """Loss components: `observed`, `unobserved`, `regularization` and their sum `loss`.
-
-    `observed` is the full weighted error on the observed entries, `unobserved` the all-pairs term
-    on the rest; `bias_reg_ratio` = bias_regularization / regularization.
-    """
-    a = weighting.all_pairs_weight
-    s = observed.dot(users.factors, items.factors) + global_bias
-    if users.bias is not None:
-        s = s + users.bias[observed.rows] + items.bias[observed.cols]
-    s, v = s.double(), observed.values.double()
-    d, g = weighting.observed_weight(v), weighting.observed_target(v)
-    e = weighting.observed_constant(v)
-    obs_quadratic = float((d * s * s - 2.0 * g * s + e).sum())  # sum of d s^2 - 2 g s + e
-    obs_square = float((s * s).sum())
-
-    ones_u = users.factors.new_ones(users.factors.shape[0])
-    ones_i = items.factors.new_ones(items.factors.shape[0])
-    item_offset = items.bias + global_bias if items.bias is not None else ones_i * global_bias
-    x_hat = users.augmented(users.bias, ones_u)
-    y_hat = items.augmented(ones_i, item_offset)
-    all_square = float(((x_hat.T @ x_hat) * (y_hat.T @ y_hat)).sum())
-
-    reg = float(
-        side_regularization(users, bias_reg_ratio) + side_regularization(items, bias_reg_ratio)
+    """Loss components of the whole model in one process (`observed`: users x items); see
+    :func:`combine`. `bias_reg_ratio` = bias_regularization / regularization."""
+    sums = loss_sums(
+        observed,
+        ((users.factors, users.bias), (items.factors, items.bias)),
+        users,
+        items,
+        global_bias,
+        weighting,
+        bias_reg_ratio,
     )
-
-    observed = obs_quadratic + a * obs_square
-    unobserved = a * (all_square - obs_square)
-    return {
-        "loss": observed + unobserved + reg,
-        "observed": observed,
-        "unobserved": unobserved,
-        "regularization": reg,
-    }
+    return combine(sums, weighting)

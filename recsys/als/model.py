@@ -1,12 +1,18 @@
-"""ALS: alternating least squares with biases, exact batched solves, on CUDA or the CPU."""
+"""ALS: alternating least squares with biases, exact batched solves, on CUDA or the CPU.
+
+The model holds the parameters (factors, biases, id maps), scores, folds in new rows, and saves
+and loads itself. Training is `recsys.als.training` (the epoch loop; sharded across processes
+through `recsys.als.distributed`), posterior sampling `recsys.als.posterior`, and every row's
+solve `recsys.als.equations`. The weighting and the solver are parts taken from their
+registries; their hyperparameters are the parts' own (see `ALS`).
+"""
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
+import inspect
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,32 +20,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.als.batching import build_buckets
-from recsys.als.loss import Observed, Side, als_loss
-from recsys.als.posterior import draw_normal_wishart
-from recsys.als.solvers import SOLVERS, HalfProblem
-from recsys.als.solvers.base import Workspace
-from recsys.als.weightings import WEIGHTINGS
-from recsys.io import atomic_path
+from recsys.als.equations import NormalEquations
+from recsys.als.persistence import load_model, save_model
+from recsys.als.posterior import sample_posterior
+from recsys.als.solvers import SOLVERS, Solver
+from recsys.als.training import Callback, LocalStrategy, train
+from recsys.als.weightings import WEIGHTINGS, Weighting
 from recsys.scoring import topk_items
 
-#: version of the file layout written by `ALS.save`; `load` rejects any other
-FORMAT_VERSION = 1
-
-#: callback(epoch, loss, seconds, model) -> truthy to stop training early
-Callback = Callable[[int, float, float, "ALS"], Any]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-_DIVERGENCE_HINT = (
-    "Likely causes: regularization too small for the data (try a larger value), alpha too "
-    "large, extreme initial values, or float32 overflow (try dtype='float64')."
-)
-
-
-class DivergenceError(FloatingPointError):
-    """Training produced NaN or infinite factors or loss."""
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -75,12 +64,18 @@ def _ids_to_array(ids: Any) -> np.ndarray | None:
     return arr if arr.dtype.kind in "iuf" else arr.astype(str)
 
 
+def part_parameters() -> dict[str, dataclasses.Field]:
+    """The hyperparameters the registered weightings and solvers declare (ALS keyword arguments
+    routed to the parts), by name."""
+    return {**SOLVERS.parameters(), **WEIGHTINGS.parameters()}
+
+
 class ALS:
     """Matrix factorisation by alternating least squares for implicit or explicit feedback.
 
     Scores are ``s(u, i) = x_u . y_i + b_u + b_i + mu`` (biases only with ``use_bias``; ``mu`` is
     the global mean for explicit ratings, else 0). Each half-epoch solves every row's normal
-    equations exactly (``solver="cholesky"``) or approximately (``solver="cg"``); the weighting
+    equations with the solver (``"cholesky"`` exact, ``"cg"`` approximate); the weighting
     (``"hkv"``, ``"ials"``, ``"explicit"``) says how raw values become weights and targets.
 
     Args:
@@ -88,20 +83,25 @@ class ALS:
         regularization: lambda, scaled per row by ``(n_u + a * N) ** reg_exponent``.
         bias_regularization: lambda for the biases (defaults to ``regularization``).
         iterations: epochs (one user and one item half-epoch each).
-        weighting: registry name of the weighting (see ``recsys.als.weightings``).
-        alpha: confidence slope of ``hkv``.
-        alpha0: unobserved weight of ``ials``.
+        weighting: a registry name (see ``recsys.als.weightings``) or a `Weighting` object.
         reg_exponent: nu; default per weighting (0 for hkv, 1 for ials and explicit ALS-WR).
-        use_bias: learn user and item biases (f + 1 unknowns per solve).
-        solver: registry name of the solver (see ``recsys.als.solvers``).
-        cg_steps: conjugate-gradient steps per half-epoch for ``solver="cg"``.
+        use_bias: learn user and item biases (f + 1 unknowns per solve). On by default: on
+            held-out implicit data (ML-100K u1.base ratings >= 4 and the synthetic "small"
+            preset, 20% per-user validation carves, three seeds, 64 factors, 15 epochs) biases
+            raised recall@20 in 11 of 12 hkv / iALS runs (by 0.001-0.012; one lost 0.003).
+        solver: a registry name (see ``recsys.als.solvers``) or a `Solver` object.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
         dtype: "float32" or "float64".
         seed: seeds the initialisation; same seed and device give identical factors.
         memory_budget_mb: bound on the solver's working memory per batch of rows.
-        init_std: standard deviation of the initial factors (default 0.1 / sqrt(f)).
+        init_std: standard deviation of the initial factors (default: the weighting's,
+            0.1 / sqrt(f)).
         calculate_loss: compute the exact loss after every epoch (history, callback). Costs one
             pass over the nonzeros; turn off when only speed matters (the loss is then NaN).
+        **part_params: hyperparameters of the parts, routed by name to the registered weighting
+            or solver that declares them (their defaults live there): e.g. ``alpha`` (hkv's
+            confidence slope), ``alpha0`` (iALS's unobserved weight), ``cg_steps`` (CG steps
+            per half-epoch). Parts given as objects carry their own.
     """
 
     #: the trained tensors (biases None without `use_bias`)
@@ -114,19 +114,17 @@ class ALS:
         *,
         bias_regularization: float | None = None,
         iterations: int = 15,
-        weighting: str = "hkv",
-        alpha: float = 1.0,
-        alpha0: float = 0.01,
+        weighting: str | Weighting = "hkv",
         reg_exponent: float | None = None,
         use_bias: bool = True,
-        solver: str = "cholesky",
-        cg_steps: int = 3,
+        solver: str | Solver = "cholesky",
         device: str = "auto",
         dtype: str = "float32",
         seed: int = 0,
         memory_budget_mb: float = 1024.0,
         init_std: float | None = None,
         calculate_loss: bool = True,
+        **part_params: Any,
     ) -> None:
         if isinstance(n_factors, bool) or not isinstance(n_factors, int | np.integer):
             raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
@@ -145,34 +143,33 @@ class ALS:
             )
         if int(iterations) < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if not memory_budget_mb > 0:
             raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
-        self.params: dict[str, Any] = {
-            "n_factors": int(n_factors),
-            "regularization": float(regularization),
-            "bias_regularization": float(
-                regularization if bias_regularization is None else bias_regularization
-            ),
-            "iterations": int(iterations),
-            "weighting": weighting,
-            "alpha": float(alpha),
-            "alpha0": float(alpha0),
-            "reg_exponent": None if reg_exponent is None else float(reg_exponent),
-            "use_bias": bool(use_bias),
-            "solver": solver,
-            "cg_steps": int(cg_steps),
-            "dtype": dtype,
-            "seed": int(seed),
-            "memory_budget_mb": float(memory_budget_mb),
-            "init_std": None if init_std is None else float(init_std),
-            "calculate_loss": bool(calculate_loss),
-        }
-        self.weighting = WEIGHTINGS.build(weighting, alpha=alpha, alpha0=alpha0)
-        self.solver = SOLVERS.build(solver, steps=cg_steps)
+        unknown = sorted(set(part_params) - set(part_parameters()))
+        if unknown:
+            own = [p for p in inspect.signature(ALS).parameters if p != "part_params"]
+            accepted = sorted([*own, *part_parameters()])
+            raise ValueError(
+                f"unknown ALS argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+            )
+        self.n_factors = int(n_factors)
+        self.regularization = float(regularization)
+        self.bias_regularization = float(
+            regularization if bias_regularization is None else bias_regularization
+        )
+        self.iterations = int(iterations)
+        self.use_bias = bool(use_bias)
+        self.seed = int(seed)
+        self.memory_budget_mb = float(memory_budget_mb)
+        self.init_std = None if init_std is None else float(init_std)
+        self.calculate_loss = bool(calculate_loss)
+        self._reg_exponent = None if reg_exponent is None else float(reg_exponent)
+        self.weighting: Weighting = WEIGHTINGS.resolve(weighting, part_params)
+        self.solver: Solver = SOLVERS.resolve(solver, part_params)
         self.device = resolve_device(device)
-        self.dtype = _DTYPES[dtype]
+        self.dtype = DTYPES[dtype]
         self.user_factors: torch.Tensor | None = None
         self.item_factors: torch.Tensor | None = None
         self.user_bias: torch.Tensor | None = None
@@ -187,12 +184,32 @@ class ALS:
 
     # ------------------------------------------------------------------ properties
     @property
-    def n_factors(self) -> int:
-        return self.params["n_factors"]
+    def params(self) -> dict[str, Any]:
+        """The arguments that rebuild this model, JSON-ready: ``ALS(**model.params)`` (the
+        parts by registry name with their hyperparameters, flat; the device is not among them)."""
+        dtype = next(name for name, value in DTYPES.items() if value == self.dtype)
+        return {
+            "n_factors": self.n_factors,
+            "regularization": self.regularization,
+            "bias_regularization": self.bias_regularization,
+            "iterations": self.iterations,
+            "weighting": self.weighting.name,
+            **dataclasses.asdict(self.weighting),
+            "reg_exponent": self._reg_exponent,
+            "use_bias": self.use_bias,
+            "solver": self.solver.name,
+            **dataclasses.asdict(self.solver),
+            "dtype": dtype,
+            "seed": self.seed,
+            "memory_budget_mb": self.memory_budget_mb,
+            "init_std": self.init_std,
+            "calculate_loss": self.calculate_loss,
+        }
 
     @property
     def reg_exponent(self) -> float:
-        nu = self.params["reg_exponent"]
+        """nu: the one given, else the weighting's default."""
+        nu = self._reg_exponent
         return self.weighting.default_reg_exponent if nu is None else nu
 
     @property
@@ -207,11 +224,20 @@ class ALS:
     def n_items(self) -> int:
         return 0 if self.item_factors is None else self.item_factors.shape[0]
 
-    @property
-    def _bias_column(self) -> float:
-        """Value c of the fixed side's bias column: c^2 = lambda / lambda_b keeps one lambda."""
-        p = self.params
-        return math.sqrt(p["regularization"] / p["bias_regularization"])
+    def equations(self) -> NormalEquations:
+        """The normal equations of a side given the other, with the model's current settings."""
+        return NormalEquations(
+            weighting=self.weighting,
+            solver=self.solver,
+            n_factors=self.n_factors,
+            regularization=self.regularization,
+            bias_regularization=self.bias_regularization,
+            reg_exponent=self.reg_exponent,
+            memory_budget_mb=self.memory_budget_mb,
+            global_bias=self.global_bias,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -231,10 +257,23 @@ class ALS:
         With `distributed=True` (or a `recsys.als.distributed.Communicator`) every rank of the
         initialised `torch.distributed` process group calls `fit` with the same `user_items`,
         solves only its shard of the users and items, and ends with the same full factors.
+        The factor tensors are updated in place every epoch: a callback that keeps an epoch's
+        factors must copy them.
         """
         matrix, source = _as_csr(user_items)
-        values = torch.from_numpy(matrix.data)
-        self.weighting.check_values(values)
+        self._start(matrix, source, resume)
+        with self.solver.scratch():
+            if distributed:
+                from recsys.als.distributed import train_sharded
+
+                comm = None if distributed is True else distributed
+                return train_sharded(self, matrix, callback, comm)
+            train(LocalStrategy(self, matrix), callback)
+        return self
+
+    def _start(self, matrix: sp.csr_matrix, source: Any, resume: bool) -> None:
+        """Initialise the parameters for `matrix`, or check that a resumed model fits it."""
+        self.weighting.check_values(torch.from_numpy(matrix.data))
         if resume and self.posterior is not None:
             self._require_single("resume training")
         if not (resume and self.is_fitted):
@@ -256,51 +295,6 @@ class ALS:
                     setattr(self, name, value.clone(memory_format=torch.contiguous_format))
         self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
         self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
-        if distributed:
-            from recsys.als.distributed import train_sharded
-
-            comm = None if distributed is True else distributed
-            return train_sharded(self, matrix, callback, comm)
-
-        users = self._structure(matrix)
-        items = self._structure(matrix.T.tocsr())
-        observed = Observed.from_csr(matrix, self.device, self.dtype)
-        with self.solver.scratch():
-            self._train_epochs(users, items, observed, callback)
-        return self
-
-    def _train_epochs(
-        self,
-        users: dict[str, Any],
-        items: dict[str, Any],
-        observed: Observed,
-        callback: Callback | None,
-    ) -> None:
-        """Alternate the half-epochs until `iterations` or until the callback says stop.
-
-        The factor tensors are updated in place every epoch (as `implicit` does): a callback
-        that keeps an epoch's factors must copy them.
-        """
-        workspace = Workspace()
-        for epoch in range(len(self.history), self.params["iterations"]):
-            start = time.perf_counter()
-            try:
-                self._update_users(users, workspace)
-                self._update_items(items, workspace)
-            except (torch.linalg.LinAlgError, FloatingPointError) as err:
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}: {err} {_DIVERGENCE_HINT}"
-                ) from err
-            self._synchronize()
-            seconds = time.perf_counter() - start
-            if self.params["calculate_loss"]:
-                loss = self._loss(observed, users["reg"], items["reg"])
-            else:
-                loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
-            self._check_finite(epoch, loss["loss"])
-            self.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
-            if callback is not None and callback(epoch + 1, loss["loss"], seconds, self):
-                break
 
     def sample_posterior(
         self,
@@ -344,9 +338,11 @@ class ALS:
             raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
         if not isinstance(burn_in, int | np.integer) or burn_in < 0:
             raise ValueError(f"burn_in must be an integer >= 0, got {burn_in!r}")
-        if self.params["solver"] != "cholesky":
+        if not self.solver.exact:
+            exact = [name for name in SOLVERS.names() if SOLVERS.get(name).exact]
             raise ValueError(
-                "sample_posterior needs exact solves: build the model with solver='cholesky'"
+                "sample_posterior needs exact solves: build the model with "
+                + " or ".join(f"solver={name!r}" for name in exact)
             )
         if prior not in ("learned", "fixed"):
             raise ValueError(f"prior must be 'learned' or 'fixed', got {prior!r}")
@@ -356,75 +352,12 @@ class ALS:
                 f"user_items is {matrix.shape[0]} x {matrix.shape[1]} but the model was fitted "
                 f"on {self.n_users} users x {self.n_items} items"
             )
-        seed = self.params["seed"] if seed is None else int(seed)
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
-        gamma = np.random.default_rng(seed)
-        users = self._structure(matrix)
-        items = self._structure(matrix.T.tocsr())
-        observed = Observed.from_csr(matrix, self.device, self.dtype)
-        # terms of the Gaussian likelihood: the observed entries, or every pair when a > 0
-        n_terms = matrix.nnz if self.weighting.all_pairs_weight == 0 else math.prod(matrix.shape)
-        learned = prior == "learned"
-        # with a learned prior it replaces the per-row regularization in the solves
-        solve_users = {**users, "reg": torch.zeros_like(users["reg"])} if learned else users
-        solve_items = {**items, "reg": torch.zeros_like(items["reg"])} if learned else items
-        draws: list[tuple[torch.Tensor, ...]] = []
-        with self.solver.scratch():
-            for sweep in range(burn_in + samples):
-                start = time.perf_counter()
-                loss = self._loss(observed, users["reg"], items["reg"])
-                error = loss["observed"] + loss["unobserved"]  # the weighted squared error
-                tau = float(gamma.gamma(n_terms / 2.0, 2.0 / max(error, 1e-30)))
-                sigma = 1.0 / math.sqrt(tau)
-                self.user_factors, self.user_bias = self._solve_side_copy(
-                    solve_users, self.item_factors, self.item_bias,
-                    self.user_factors, self.user_bias,
-                    noise_scale=sigma, generator=generator,
-                    prior=self._draw_prior(self.user_factors, self.user_bias, tau, gamma)
-                    if learned else None,
-                )  # fmt: skip
-                self.item_factors, self.item_bias = self._solve_side_copy(
-                    solve_items, self.user_factors, self.user_bias,
-                    self.item_factors, self.item_bias,
-                    noise_scale=sigma, generator=generator,
-                    prior=self._draw_prior(self.item_factors, self.item_bias, tau, gamma)
-                    if learned else None,
-                )  # fmt: skip
-                self._synchronize()
-                self._check_finite(len(self.history), loss["loss"])
-                if sweep >= burn_in:
-                    draws.append(
-                        (self.user_factors, self.item_factors, self.user_bias, self.item_bias)
-                    )
-                self.history.append({
-                    "epoch": len(self.history) + 1, "phase": "posterior", **loss,
-                    "noise_precision": tau, "seconds": time.perf_counter() - start,
-                })  # fmt: skip
-        scale = 1.0 / math.sqrt(samples)
-        self.user_factors = torch.cat([d[0] for d in draws], dim=1) * scale
-        self.item_factors = torch.cat([d[1] for d in draws], dim=1) * scale
-        if self.user_bias is not None:
-            self.user_bias = torch.stack([d[2] for d in draws]).mean(0)
-            self.item_bias = torch.stack([d[3] for d in draws]).mean(0)
+        seed = self.seed if seed is None else int(seed)
+        sample_posterior(self, matrix, int(samples), int(burn_in), seed, prior)
         self.posterior = {
             "samples": int(samples), "burn_in": int(burn_in), "seed": seed, "prior": prior,
         }  # fmt: skip
         return self
-
-    def _draw_prior(
-        self, factors: torch.Tensor, bias: torch.Tensor | None, tau: float, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A side's prior (P, mu) in solve coordinates [x, b / c], P = Lambda / tau (the solves
-        are scaled by the noise precision tau)."""
-        coords = (
-            factors
-            if bias is None
-            else torch.cat([factors, (bias / self._bias_column)[:, None]], 1)
-        )
-        mu, precision = draw_normal_wishart(coords.double().cpu().numpy(), rng)
-        to = lambda a: torch.from_numpy(a).to(self.device, self.dtype)  # noqa: E731
-        return to(precision / tau), to(mu)
 
     def _require_single(self, action: str) -> None:
         """Refuse solves against a posterior average (its factors are S draws side by side)."""
@@ -438,8 +371,8 @@ class ALS:
     def _initialise(self, shape: tuple[int, int]) -> None:
         """Normal(0, init_std) factors from the seed (generated on the CPU: same on any device)."""
         f = self.n_factors
-        std = self.params["init_std"] or self.weighting.init_std(f)
-        rng = np.random.default_rng(self.params["seed"])
+        std = self.init_std or self.weighting.init_std(f)
+        rng = np.random.default_rng(self.seed)
 
         def draw(n: int) -> torch.Tensor:
             values = rng.standard_normal((n, f), dtype=np.float32)
@@ -447,167 +380,11 @@ class ALS:
             return torch.from_numpy(values).to(self.device, self.dtype)
 
         self.user_factors, self.item_factors = draw(shape[0]), draw(shape[1])
-        if self.params["use_bias"]:
+        if self.use_bias:
             self.user_bias = torch.zeros(shape[0], device=self.device, dtype=self.dtype)
             self.item_bias = torch.zeros(shape[1], device=self.device, dtype=self.dtype)
         else:
             self.user_bias = self.item_bias = None
-
-    def _structure(self, matrix: sp.csr_matrix) -> dict[str, Any]:
-        """Buckets, empty rows and per-row regularization of one side (fixed during a fit)."""
-        buckets, empty = build_buckets(matrix, self.weighting, self.device, self.dtype)
-        counts = torch.from_numpy(np.diff(matrix.indptr).astype(np.float64))
-        n_cols = matrix.shape[1]
-        scale = (counts + self.weighting.all_pairs_weight * n_cols) ** self.reg_exponent
-        reg = (self.params["regularization"] * scale).to(self.device, self.dtype)
-        return {"buckets": buckets, "empty": empty, "reg": reg}
-
-    def _fixed_side(
-        self, factors: torch.Tensor, bias: torch.Tensor | None, workspace: Workspace | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The fixed side F (with the bias column c when biases are on) and its score offsets;
-        F is built in `workspace` when given (reused every half-epoch of a fit)."""
-        if bias is None:
-            offsets = (
-                None if self.global_bias == 0 else torch.full_like(factors[:, 0], self.global_bias)
-            )
-            return factors, offsets
-        return self._with_column(factors, self._bias_column, "fixed", workspace), (
-            bias + self.global_bias
-        )
-
-    @staticmethod
-    def _with_column(
-        factors: torch.Tensor, column: float | torch.Tensor, name: str, workspace: Workspace | None
-    ) -> torch.Tensor:
-        """[factors, column] (n, f + 1), in `workspace` buffer `name` when given."""
-        shape = (factors.shape[0], factors.shape[1] + 1)
-        out = (
-            factors.new_empty(shape) if workspace is None else workspace.take(name, shape, factors)
-        )
-        out[:, :-1] = factors
-        out[:, -1] = column
-        return out
-
-    def _solve_side(
-        self,
-        structure: dict[str, Any],
-        fixed_factors: torch.Tensor,
-        fixed_bias: torch.Tensor | None,
-        current_factors: torch.Tensor,
-        current_bias: torch.Tensor | None,
-        noise_scale: float = 0.0,
-        generator: torch.Generator | None = None,
-        gram: torch.Tensor | None = None,
-        prior: tuple[torch.Tensor, torch.Tensor] | None = None,
-        workspace: Workspace | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Solve every row of one side against the other side; return factors and biases.
-
-        They are views of the solver's scratch, valid until its next solve: callers copy them
-        (a fit into its own factor tensors, in place). `workspace` holds the stacked inputs
-        across the half-epochs of a fit.
-
-        With `noise_scale` sigma > 0 each row is drawn from its conditional posterior
-        N(solution, sigma^2 A_u^-1) instead (see `sample_posterior`). `gram` is the fixed
-        side's F^T F when the caller has it already (summed across ranks in distributed fits).
-        `prior` = (P, mu) adds a Gaussian prior N(mu, P^-1) shared by all rows (in the solve's
-        coordinates [x, b / c]).
-        """
-        fixed, offsets = self._fixed_side(fixed_factors, fixed_bias, workspace)
-        problem = HalfProblem(
-            fixed=fixed,
-            all_pairs_weight=self.weighting.all_pairs_weight,
-            offsets=offsets,
-            row_reg=structure["reg"],
-            weighting=self.weighting,
-            buckets=structure["buckets"],
-            memory_budget_bytes=int(self.params["memory_budget_mb"] * 2**20),
-            noise_scale=noise_scale,
-            generator=generator,
-            gram=gram,
-            prior_precision=None if prior is None else prior[0],
-            prior_mean=None if prior is None else prior[1],
-        )
-        c = self._bias_column if current_bias is not None else 1.0
-        current = None
-        if self.solver.warm_start:
-            current = (
-                current_factors
-                if current_bias is None
-                else self._with_column(current_factors, current_bias / c, "current", workspace)
-            )
-        solved = self.solver.solve(problem, current)
-        solved[structure["empty"]] = 0
-        f = self.n_factors
-        return solved[:, :f], (None if current_bias is None else solved[:, f].mul_(c))
-
-    def _solve_side_copy(
-        self, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`_solve_side` with the result copied out of the solver's scratch."""
-        factors, bias = self._solve_side(*args, **kwargs)
-        return factors.clone(), None if bias is None else bias.clone()
-
-    def _solve_into(
-        self,
-        structure: dict[str, Any],
-        fixed_factors: torch.Tensor,
-        fixed_bias: torch.Tensor | None,
-        factors: torch.Tensor,
-        bias: torch.Tensor | None,
-        workspace: Workspace | None,
-    ) -> None:
-        """Solve one side and copy the result (in the solver's scratch) into that side's own
-        tensors, in place: no fresh memory per epoch."""
-        new_factors, new_bias = self._solve_side(
-            structure, fixed_factors, fixed_bias, factors, bias, workspace=workspace
-        )
-        factors.copy_(new_factors)
-        if bias is not None:
-            bias.copy_(new_bias)
-
-    def _update_users(self, users: dict[str, Any], workspace: Workspace | None = None) -> None:
-        self._solve_into(
-            users, self.item_factors, self.item_bias, self.user_factors, self.user_bias, workspace
-        )
-
-    def _update_items(self, items: dict[str, Any], workspace: Workspace | None = None) -> None:
-        self._solve_into(
-            items, self.user_factors, self.user_bias, self.item_factors, self.item_bias, workspace
-        )
-
-    def _loss(
-        self, observed: Observed, user_reg: torch.Tensor, item_reg: torch.Tensor
-    ) -> dict[str, float]:
-        p = self.params
-        return als_loss(
-            observed,
-            users=Side(self.user_factors, self.user_bias, user_reg),
-            items=Side(self.item_factors, self.item_bias, item_reg),
-            global_bias=self.global_bias,
-            weighting=self.weighting,
-            bias_reg_ratio=p["bias_regularization"] / p["regularization"]
-            if p["regularization"]
-            else 0.0,
-        )
-
-    def _check_finite(self, epoch: int, loss: float) -> None:
-        tensors = [getattr(self, name) for name in self.TENSORS]
-        # a float64 sum is finite iff every entry is (float32 entries cannot overflow it), and
-        # it needs no temporary as large as the tensor, unlike isfinite(t).all()
-        finite = (math.isfinite(loss) or not self.params["calculate_loss"]) and all(
-            math.isfinite(float(t.sum(dtype=torch.float64))) for t in tensors if t is not None
-        )
-        if not finite:
-            raise DivergenceError(
-                f"training diverged at epoch {epoch + 1}: NaN or infinite factors or loss. "
-                + _DIVERGENCE_HINT
-            )
-
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ scoring
     def _require_fitted(self) -> None:
@@ -739,9 +516,10 @@ class ALS:
             else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
+        eq = self.equations()
         with self.solver.scratch():
-            return self._solve_side_copy(
-                self._structure(rows), self.item_factors, self.item_bias, current, current_bias
+            return eq.solve_copy(
+                eq.rows(rows), self.item_factors, self.item_bias, current, current_bias
             )
 
     def fold_in(self, user_items: Any) -> np.ndarray:
@@ -770,9 +548,10 @@ class ALS:
         self.weighting.check_values(torch.from_numpy(cols.data))
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
+        eq = self.equations()
         with self.solver.scratch():
-            factors, bias = self._solve_side_copy(
-                self._structure(cols), self.user_factors, self.user_bias, zeros, bias0
+            factors, bias = eq.solve_copy(
+                eq.rows(cols), self.user_factors, self.user_bias, zeros, bias0
             )
         self.item_factors, self.item_bias = self._scatter(
             self.item_factors, self.item_bias, item_ids, factors, bias
@@ -800,73 +579,9 @@ class ALS:
     def save(self, path: str | os.PathLike) -> Path:
         """Write one self-describing `.npz` (no pickle) atomically; returns the path written."""
         self._require_fitted()
-        path = Path(path)
-        arrays: dict[str, np.ndarray] = {
-            "format_version": np.array(FORMAT_VERSION),
-            "params": np.array(json.dumps(self.params)),
-            "history": np.array(json.dumps(self.history)),
-            "global_bias": np.array(self.global_bias),
-            "user_factors": self.user_factors.cpu().numpy(),
-            "item_factors": self.item_factors.cpu().numpy(),
-        }
-        if self.posterior is not None:
-            arrays["posterior"] = np.array(json.dumps(self.posterior))
-        for name in ("user_bias", "item_bias"):
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name).cpu().numpy()
-        for name in ("user_ids", "item_ids"):
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        return path
+        return save_model(self, Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> ALS:
         """Read a file written by `save` (never executes code from it) onto `device`."""
-        path = Path(path)
-        try:
-            data = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no model file at {path}") from None
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path} is not a recsys ALS model file (.npz): {err}") from None
-        with data:
-            missing = [
-                k
-                for k in (
-                    "format_version",
-                    "params",
-                    "history",
-                    "global_bias",
-                    "user_factors",
-                    "item_factors",
-                )
-                if k not in data.files
-            ]
-            if missing:
-                raise ValueError(f"{path} is not a complete recsys ALS model: missing {missing}")
-            version = int(data["format_version"])
-            if version != FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} has model format version {version}; this recsys reads version "
-                    f"{FORMAT_VERSION} (re-save it with a matching recsys version)"
-                )
-            params = json.loads(str(data["params"]))
-            if params["use_bias"] and not {"user_bias", "item_bias"} <= set(data.files):
-                raise ValueError(f"{path} says use_bias=True but holds no biases")
-            model = cls(device=device, **params)
-            to = lambda a: torch.from_numpy(np.array(a)).to(model.device, model.dtype)  # noqa: E731
-            model.user_factors, model.item_factors = (
-                to(data["user_factors"]),
-                to(data["item_factors"]),
-            )
-            if params["use_bias"]:
-                model.user_bias, model.item_bias = to(data["user_bias"]), to(data["item_bias"])
-            model.global_bias = float(data["global_bias"])
-            model.history = json.loads(str(data["history"]))
-            if "posterior" in data.files:
-                model.posterior = json.loads(str(data["posterior"]))
-            model.user_ids = data["user_ids"] if "user_ids" in data.files else None
-            model.item_ids = data["item_ids"] if "item_ids" in data.files else None
-        return model
+        return load_model(cls, Path(path), device)

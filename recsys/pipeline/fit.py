@@ -10,7 +10,6 @@ and posterior sampling (``als.posterior_samples``).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,18 +38,14 @@ from recsys.pipeline.evaluate import evaluate_model
 from recsys.pipeline.job import Job
 from recsys.pipeline.tracking import Tracker
 
-__all__ = ["POSTERIOR_KEYS", "Fitted", "Start", "als_kwargs", "fit", "start_from"]
-
-#: ``als.*`` keys that configure `ALS.sample_posterior`, not the constructor
-POSTERIOR_KEYS = ("posterior_samples", "posterior_burn_in", "posterior_prior")
+__all__ = ["Fitted", "Start", "als_kwargs", "fit", "start_from"]
 
 
 def als_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """`ALS` arguments from ``cfg.als`` (how to run it, ``als.distributed*``, is not among them);
-    in a distributed run on CUDA each rank uses its own GPU (``cuda:LOCAL_RANK``)."""
-    kwargs = dataclasses.asdict(cfg.als)
-    for key in ("distributed", "distributed_timeout_s", *POSTERIOR_KEYS):
-        kwargs.pop(key)
+    """`ALS` arguments from ``cfg.als`` (how to run it, ``als.distributed*`` and
+    ``als.posterior_*``, is not among them); in a distributed run on CUDA each rank uses its own
+    GPU (``cuda:LOCAL_RANK``)."""
+    kwargs = cfg.als.model_kwargs()
     if cfg.als.distributed and torch.distributed.is_initialized():
         from recsys.als.distributed import local_device
         from recsys.als.model import resolve_device

@@ -1,14 +1,19 @@
 """Solvers for the per-row least-squares systems of ALS. One module per solver.
 
-To add one: write `recsys/als/solvers/<name>.py` with a dataclass subclassing `Solver`, decorated
-with `@SOLVERS.register("<name>")`, and import the module below.
+Every module of this package is imported here, and each registers its solver: adding one is
+adding its file, a dataclass subclassing `Solver` decorated with `@SOLVERS.register("<name>")`
+(see README, "Extending"); one outside the package registers when imported.
 """
+
+import importlib
+import pkgutil
 
 from recsys.als.registry import Registry
 from recsys.als.solvers.base import HalfProblem, Solver
 
 SOLVERS: Registry[Solver] = Registry("solver")
 
-from recsys.als.solvers import cg, cholesky  # noqa: E402, F401
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["SOLVERS", "HalfProblem", "Solver"]

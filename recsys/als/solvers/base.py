@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -124,8 +124,15 @@ CPU_CHUNK_BYTES = 32 << 20
 class Solver(abc.ABC):
     """Updates every row of a `HalfProblem`; subclasses solve one padded chunk at a time."""
 
+    #: the name the registry knows this solver by (set by `SOLVERS.register`)
+    name: ClassVar[str] = ""
     #: whether `solve_chunk` starts from the rows' previous vectors (else it gets None)
     warm_start: ClassVar[bool] = True
+    #: whether the solution is exact (to rounding): posterior sampling needs it
+    exact: ClassVar[bool] = False
+    #: parameters under which an approximate solver reaches the exact solution (to 1e-3) on
+    #: small problems; the contract tests run every solver with them against the float64 oracle
+    converged_params: ClassVar[dict[str, Any]] = {}
 
     @property
     def workspace(self) -> Workspace:

@@ -122,6 +122,7 @@ class CholeskySolver(Solver):
     """Exact least squares per row (Woodbury for short rows, direct Cholesky for long ones)."""
 
     warm_start = False
+    exact = True
 
     def prepare(self, problem: HalfProblem) -> _Eigenbasis:
         fixed = problem.fixed

@@ -25,9 +25,10 @@ import torch
 class Weighting(abc.ABC):
     """How observed values turn into the weights and targets of the least-squares problem."""
 
-    #: the name the registry knows this weighting by
+    #: the name the registry knows this weighting by (set by `WEIGHTINGS.register`)
     name: str = ""
-    #: whether scores carry a global mean (explicit ratings) rather than 0 for unobserved pairs
+    #: whether scores carry a global mean rather than 0 for unobserved pairs: scores then
+    #: estimate the observed values themselves (explicit ratings), so rating metrics apply
     uses_global_mean: bool = False
     #: whether negative values are meaningless for this weighting (implicit confidences)
     requires_nonnegative: bool = True

@@ -18,7 +18,6 @@ from recsys.als.weightings.base import Weighting
 @WEIGHTINGS.register("explicit")
 @dataclass
 class Explicit(Weighting):
-    name = "explicit"
     uses_global_mean = True
     requires_nonnegative = False
     default_reg_exponent = 1.0

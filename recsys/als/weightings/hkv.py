@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recsys.als.registry import require
 from recsys.als.weightings import WEIGHTINGS
 from recsys.als.weightings.base import Weighting
 
@@ -19,11 +20,8 @@ from recsys.als.weightings.base import Weighting
 class HuKorenVolinsky(Weighting):
     alpha: float = 1.0
 
-    name = "hkv"
-
     def __post_init__(self) -> None:
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0 for weighting 'hkv', got {self.alpha}")
+        require(self.alpha >= 0, "alpha", self.alpha, "must be >= 0 for weighting 'hkv'")
 
     @property
     def all_pairs_weight(self) -> float:

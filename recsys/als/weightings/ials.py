@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recsys.als.registry import require
 from recsys.als.weightings import WEIGHTINGS
 from recsys.als.weightings.base import Weighting
 
@@ -20,13 +21,11 @@ from recsys.als.weightings.base import Weighting
 class IALS(Weighting):
     alpha0: float = 0.01
 
-    name = "ials"
     default_reg_exponent = 1.0
     unit_weights = True
 
     def __post_init__(self) -> None:
-        if not self.alpha0 >= 0:
-            raise ValueError(f"alpha0 must be >= 0 for weighting 'ials', got {self.alpha0}")
+        require(self.alpha0 >= 0, "alpha0", self.alpha0, "must be >= 0 for weighting 'ials'")
 
     @property
     def all_pairs_weight(self) -> float:

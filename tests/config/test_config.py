@@ -20,7 +20,7 @@ from recsys.config import (
     validate,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 
 register_configs()
@@ -81,8 +81,11 @@ def test_experiments_resolve_data_paths_against_the_repo(tmp_path: Path, monkeyp
         ("als.n_factors=0", "als.n_factors=0: must be an integer >= 1"),
         ("als.regularization=-0.5", "als.regularization=-0.5: must be a number >= 0"),
         ("als.iterations=0", "als.iterations=0: must be an integer >= 1"),
-        ("als.weighting=bpr", "als.weighting=bpr: must be one of hkv, ials, explicit"),
-        ("als.solver=lu", "als.solver=lu: must be one of cholesky, cg"),
+        ("als.weighting=bpr", "als.weighting=bpr: must be one of explicit, hkv, ials"),
+        ("als.solver=lu", "als.solver=lu: must be one of cg, cholesky"),
+        ("als.alpha=-1", "als.alpha=-1.0: must be >= 0 for weighting 'hkv'"),
+        ("als.alpha0=-0.5", "als.alpha0=-0.5: must be >= 0 for weighting 'ials'"),
+        ("als.cg_steps=0", "als.cg_steps=0: must be >= 1"),
         ("als.dtype=float16", "als.dtype=float16: must be one of float32, float64"),
         ("als.device=tpu", "als.device=tpu: must be one of auto, cpu, cuda, cuda:<n>"),
         ("als.n_factors=abc", "als.n_factors=abc: must be an integer"),

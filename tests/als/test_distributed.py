@@ -34,7 +34,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: ALS settings of the equivalence checks (4 epochs, 6 factors on the problem below).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -148,21 +148,22 @@ def test_one_rank_distributed_fit_equals_the_plain_fit_exactly(one_rank_group: N
 
 
 def test_communicator_needs_a_process_group_and_pipeline_checks_the_launch(monkeypatch) -> None:
-    from recsys import pipeline
     from recsys.als.distributed import Communicator, DistributedError
     from recsys.config import ConfigError, validate
+    from recsys.pipeline.fit import als_kwargs
+    from recsys.pipeline.ranks import join_ranks
 
     with pytest.raises(DistributedError, match="init_process_group"):
         Communicator()
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match=r"add als\.distributed=true"):
-        pipeline._join_ranks(validate(PIPELINE_CFG))
+        join_ranks(validate(PIPELINE_CFG))
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     cfg = validate({**PIPELINE_CFG, "als": {**PIPELINE_CFG["als"], "distributed": True}})
-    assert pipeline._join_ranks(cfg) is None  # not under torchrun: one process, with a warning
-    assert "distributed" not in pipeline._als_kwargs(cfg)
+    assert join_ranks(cfg) is None  # not under torchrun: one process, with a warning
+    assert "distributed" not in als_kwargs(cfg)
 
 
 # ------------------------------------------------------------------------------ 2 processes

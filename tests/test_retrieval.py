@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from recsys.index import IndexMismatchError, ItemIndex, UnknownUserError, build_index
 from recsys.retrieval import CandidateGenerator
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 class FakeModel:
@@ -273,14 +264,8 @@ def test_similar_items_match_brute_force_cosine() -> None:
 
 # ----------------------------------------------------------------------------- the real model
 @pytest.fixture(scope="module")
-def als_model():
-    from recsys.als import ALS
-
-    rng = np.random.default_rng(0)
-    matrix = sp.random(90, 250, density=0.06, format="csr", random_state=3, dtype=np.float32)
-    matrix.data[:] = 1 + rng.integers(0, 3, matrix.nnz)
-    model = ALS(n_factors=6, iterations=1, use_bias=True, device="cpu", seed=0).fit(matrix)
-    return model, matrix
+def als_model(small_als):
+    return small_als(0.06)
 
 
 def test_exact_ip_index_equals_model_recommend(als_model) -> None:

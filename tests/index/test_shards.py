@@ -9,7 +9,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from recsys.index import (
     IndexMismatchError,
@@ -111,14 +110,8 @@ def test_sharded_filtered_search_never_returns_denied_items(shards: int) -> None
 
 # ----------------------------------------------------------------------------- candidates
 @pytest.fixture(scope="module")
-def als_model():
-    from recsys.als import ALS
-
-    rng = np.random.default_rng(0)
-    matrix = sp.random(90, 250, density=0.08, format="csr", random_state=3, dtype=np.float32)
-    matrix.data[:] = 1 + rng.integers(0, 3, matrix.nnz)
-    model = ALS(n_factors=6, iterations=1, use_bias=True, device="cpu", seed=0).fit(matrix)
-    return model, matrix
+def als_model(small_als):
+    return small_als(0.08)
 
 
 @pytest.mark.parametrize("shards", [2, 3])

@@ -41,11 +41,9 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to `path` atomically (fsync'd temp file, then ``os.replace``)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write `text` to `path` atomically and durably (see :func:`recsys.io.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

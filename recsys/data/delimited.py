@@ -27,6 +27,7 @@ from recsys.data.text_parser import (
     line_of_row,
     parse_block,
     split_line,
+    warn_mixed_ids,
 )
 
 
@@ -110,6 +111,8 @@ def read_columns(
     )
     if err is not None:
         raise err
+    other = {name: (line(row), value) for name, (row, value) in block.other_id.items()}
+    warn_mixed_ids(path, cols, block.int_ids, other)
     return block.columns
 
 

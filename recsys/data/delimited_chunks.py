@@ -22,6 +22,7 @@ from recsys.data.text_parser import (
     find_bad_line,
     line_of_row,
     parse_block,
+    warn_mixed_ids,
 )
 
 
@@ -173,7 +174,8 @@ class TextSource:
         users, items = IdCounter(), IdCounter()
         empty_row: dict[str, int] = {}
         nonfinite: dict[str, tuple[int, int]] = {}
-        ids_int = {c.name: True for c in self.specs if c.kind == "id"}
+        int_ids: dict[str, bool] = {}
+        other_id: dict[str, tuple[int, str]] = {}
         n_rows, values_exact, times_int = 0, True, True
         strings: list[ColumnSpec] = []
         for rows_before, block in self._blocks():
@@ -186,8 +188,10 @@ class TextSource:
             n_rows += block.n_rows
             if empty_row or nonfinite or block.n_rows == 0:
                 continue  # an error will be raised: stop collecting
-            for name, ok in block.ids_int.items():
-                ids_int[name] = ids_int[name] and ok
+            for name, any_int in block.int_ids.items():
+                int_ids[name] = int_ids.get(name, False) or any_int
+            for name, (row, value) in block.other_id.items():
+                other_id.setdefault(name, (rows_before + row, value))
             cols = block.columns
             users.add(cols["user"])
             items.add(cols["item"])
@@ -206,7 +210,9 @@ class TextSource:
         )
         if err is not None:
             raise err
-        self.ids_to_int = [n for n, ok in ids_int.items() if ok] if self.ids_as_str else []
+        others = {name: (self._line(row), value) for name, (row, value) in other_id.items()}
+        warn_mixed_ids(self.path, self.specs, int_ids, others)
+        self.ids_to_int = [n for n in int_ids if n not in other_id] if self.ids_as_str else []
         for name, counter in (("user", users), ("item", items)):
             if name in self.ids_to_int:
                 counter.as_int()

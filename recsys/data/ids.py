@@ -6,11 +6,41 @@ is rejected with the row it was found at. Internal codes 0..n-1 follow the sorte
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from recsys.data.errors import DataError
+
+_INT64 = np.iinfo(np.int64)
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def int_id_problem(text: str) -> str | None:
+    """None when ``text`` spells an int64 id, else what is wrong with it.
+
+    Only plain decimal integers count (no ``1_000``, ``1e3`` or ``0x10``, which Python or numpy
+    would read as other numbers). An integer beyond int64 is refused rather than converted:
+    numpy's readers saturate it to int64's maximum, so distinct ids would merge.
+    """
+    v = text.strip()
+    if not _INTEGER.fullmatch(v):
+        return "is not an integer"
+    if not _INT64.min <= int(v) <= _INT64.max:
+        return f"is an integer outside the int64 range [{_INT64.min}, {_INT64.max}]"
+    return None
+
+
+def integer_ids(ids: np.ndarray) -> np.ndarray:
+    """A mask of the (stripped) string ids that are int64 integers (see :func:`int_id_problem`),
+    vectorised: only the rare ids of more than 18 digits are checked one by one."""
+    body = np.char.lstrip(ids, "+-")
+    length = np.char.str_len(body)
+    ok = np.char.isdecimal(body) & (np.char.str_len(ids) - length <= 1)
+    for k in np.flatnonzero(ok & (length > 18)):
+        ok[k] = int_id_problem(str(ids[k])) is None
+    return ok
 
 
 def as_ids(values: Any, what: str, source: str | None) -> np.ndarray:

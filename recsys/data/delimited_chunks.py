@@ -19,6 +19,7 @@ from recsys.data.text_parser import (
     ColumnSpec,
     NeedStrings,
     block_error,
+    decoding_error,
     find_bad_line,
     line_of_row,
     parse_block,
@@ -31,10 +32,8 @@ class _LineCursor:
     numpy's reader consumes directly (no list of lines, no joined copy of the chunk)."""
 
     def __init__(self, src: TextSource) -> None:
-        # the whole-file reader lets numpy open the file (strict decoding), except for
-        # multi-character separators, where it reads the text itself with errors="replace"
-        errors = "replace" if src.multi else "strict"
-        self.fh = open(src.path, encoding=src.encoding, errors=errors)  # noqa: SIM115
+        # strict decoding, as the whole-file reader: see text_parser.decoding_error
+        self.fh = open(src.path, encoding=src.encoding)  # noqa: SIM115
         self.chunk_rows = src.chunk_rows
         self.sep = src.sep if src.multi else None
         for _ in range(src.skip_lines):
@@ -140,6 +139,8 @@ class TextSource:
                 for strings, cursor in cursors.items():
                     if strings:
                         cursor.advance()
+        except UnicodeDecodeError:
+            raise decoding_error(self.path, self.encoding) from None
         finally:
             for cursor in cursors.values():
                 cursor.close()

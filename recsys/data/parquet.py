@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from recsys.data.chunked import IdCounter, Scan, exact_in_float32
-from recsys.data.columns import Column
+from recsys.data.columns import FLOAT32_RANGE, Column, not_float32
 from recsys.data.errors import DataError
 from recsys.data.ids import as_ids
 from recsys.data.text_parser import check_file
@@ -68,10 +68,14 @@ def _parquet_array(
                 path=path,
                 fix="convert it to a numeric type",
             )
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            row = row0 + int(np.flatnonzero(~np.isfinite(arr))[0])
+        bad = None
+        if arr.dtype.kind == "f":
+            bad = not_float32(arr) if kind == "float" else ~np.isfinite(arr)
+        if bad is not None and bad.any():
+            row = row0 + int(np.flatnonzero(bad)[0])
+            limit = f" or {FLOAT32_RANGE}" if kind == "float" else ""
             raise DataError(
-                f"column {name!r} ({out_name}) is NaN or infinite at row {row}",
+                f"column {name!r} ({out_name}) is NaN or infinite{limit} at row {row}",
                 path=path,
                 fix="fix or drop those rows",
             )

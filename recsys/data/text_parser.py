@@ -9,6 +9,7 @@ that are reported only after everything is parsed, so that both readers raise th
 
 from __future__ import annotations
 
+import codecs
 import csv
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.data.columns import FLOAT32_RANGE, not_float32
 from recsys.data.errors import DataError, describe
 from recsys.data.ids import int_id_problem, integer_ids
 
@@ -56,6 +58,30 @@ def check_file(path: Path) -> None:
         raise DataError("expected a file but found a folder", path=path, fix="pass the file")
     if path.stat().st_size == 0:
         raise DataError("the file is empty", path=path, fix="check that it was written fully")
+
+
+def decoding_error(path: Path, encoding: str) -> DataError:
+    """The error for a file that is not valid text in ``encoding``, at its first bad line.
+
+    Called when a reader hit a ``UnicodeDecodeError``; the readers decode strictly, since
+    replacing undecodable bytes would make different ids equal.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = None
+    bad = b""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                line, bad = n, exc.object[exc.start : exc.end]
+                break
+    return DataError(
+        f"the file is not {encoding} text" + (f" (bytes {bad!r})" if bad else ""),
+        path=path,
+        line=line,
+        fix="pass its encoding (e.g. encoding='latin-1') or re-encode the file to UTF-8",
+    )
 
 
 def iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
@@ -154,7 +180,8 @@ class Block:
     n_rows: int
     strings: list[ColumnSpec]  # the columns read as strings, in the order they are checked
     empty: dict[str, int]  # string column -> first row with an empty id
-    nonfinite: dict[str, tuple[int, int]]  # number column -> (first NaN/inf row, how many)
+    #: number column -> (first row that is NaN/inf or, for values, beyond float32; how many)
+    nonfinite: dict[str, tuple[int, int]]
     int_ids: dict[str, bool]  # "id" columns read as strings: whether any id is an integer
     other_id: dict[str, tuple[int, str]]  # ... the first id that is not one: (row, id)
 
@@ -194,6 +221,8 @@ def parse_block(
             dt = [(c.name, numeric_of[c.kind]) for c in numeric]
             arr = loadtxt([c.index for c in numeric], dt)
             out.update({c.name: np.ascontiguousarray(arr[c.name]) for c in numeric})
+    except UnicodeDecodeError:
+        raise  # the caller names the line (see decoding_error)
     except ValueError as exc:
         if ids_as_str:
             raise fail(exc, cols) from None
@@ -211,6 +240,8 @@ def parse_block(
     if strings:
         try:
             arr = loadtxt([c.index for c in strings], str, ndmin=2)
+        except UnicodeDecodeError:
+            raise
         except ValueError as exc:
             raise fail(exc, cols) from None
         for j, c in enumerate(strings):
@@ -231,8 +262,8 @@ def parse_block(
     n = next(iter(out.values())).size if out else 0
     nonfinite: dict[str, tuple[int, int]] = {}
     for c in cols:
-        if c.kind in ("float", "time"):
-            bad = ~np.isfinite(out[c.name])
+        if c.kind in ("float", "time"):  # values are stored as float32, timestamps are not
+            bad = not_float32(out[c.name]) if c.kind == "float" else ~np.isfinite(out[c.name])
             if bad.any():
                 nonfinite[c.name] = (int(np.flatnonzero(bad)[0]), int(bad.sum()))
             elif c.kind == "time":
@@ -271,8 +302,9 @@ def block_error(
     for c in cols:
         if c.name in nonfinite:
             line, count = nonfinite[c.name]
+            limit = f" or {FLOAT32_RANGE}" if c.kind == "float" else ""
             return DataError(
-                f"{c.describe()} is NaN or infinite "
+                f"{c.describe()} is NaN or infinite{limit} "
                 f"({count} such line{'s' if count > 1 else ''} in the file)",
                 path=path,
                 line=line,

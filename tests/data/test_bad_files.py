@@ -75,3 +75,45 @@ def test_one_non_integer_id_names_its_line(tmp_path, chunk_rows, caplog):
         strings.write_text("user,item\nu1,i1\nu2,i2\n")
         load_table(strings, chunk_rows=chunk_rows)
     assert not caplog.records  # ids read as strings on purpose, or all labels: nothing to say
+
+
+@pytest.mark.parametrize("sep", [",", "::"])
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_text_in_another_encoding_names_the_line_and_the_option(tmp_path, sep, chunk_rows):
+    f = tmp_path / "latin.txt"
+    f.write_bytes(f"user{sep}item\n1{sep}cafe\n2{sep}caf\xe9\n3{sep}caf\xe8\n".encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        load_table(f, sep=sep, chunk_rows=chunk_rows)
+    msg = str(info.value)
+    assert info.value.line == 3 and msg.startswith(f"{f}, line 3: the file is not utf-8 text")
+    assert "encoding='latin-1'" in msg and "UTF-8" in msg
+    # with its encoding the two accented names stay two items
+    data = load_table(f, sep=sep, encoding="latin-1", chunk_rows=chunk_rows)
+    assert data.item_ids.tolist() == ["cafe", "caf\xe8", "caf\xe9"]
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_values_beyond_float32_name_the_line_and_the_limit(tmp_path, chunk_rows):
+    f = tmp_path / "r.csv"
+    f.write_text("user,item,rating\n1,2,3.4028235e38\n2,3,-1e39\n3,3,1\n")
+    with pytest.raises(DataError) as info:
+        load_table(f, value_col="rating", chunk_rows=chunk_rows)
+    assert info.value.line == 3
+    assert "beyond float32's range of +-3.402823e+38" in str(info.value)
+
+
+def test_in_memory_and_parquet_values_beyond_float32(tmp_path):
+    from recsys.data import Interactions
+
+    with pytest.raises(
+        DataError, match=r"beyond float32's range .* row 1 \(user 2, item 4: 1e\+39"
+    ):
+        Interactions.from_columns([1, 2], [3, 4], [1.0, 1e39])
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"user": [1, 2], "item": [3, 4], "rating": [1.0, 1e39]}), f)
+    for chunk_rows in CHUNKS:
+        with pytest.raises(DataError, match=r"r\.parquet: .*'rating'.* float32.* at row 1"):
+            load_table(f, value_col="rating", chunk_rows=chunk_rows)

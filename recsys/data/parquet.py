@@ -1,5 +1,6 @@
 """Parquet files (read with pyarrow): whole, or in record batches of ``chunk_rows`` rows read row
-group by row group, with the same checks and messages either way."""
+group by row group, with the same checks and messages either way. A file pyarrow cannot read (a
+bad footer, a corrupt page, a page whose stored checksum does not match) is one DataError."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from recsys.data.ids import as_ids
 from recsys.data.text_parser import check_file
 
 
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """The error for a Parquet file pyarrow cannot read (a bad footer, a corrupt or truncated
+    page), on one line: pyarrow's messages may span several."""
+    return DataError(
+        f"not a readable Parquet file ({' '.join(str(exc).split())})",
+        path=path,
+        fix="check the file (write or download it again)",
+    )
+
+
 def _parquet_setup(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> dict[str, str]:
     """Check the file and map each wanted output column to its Parquet column name."""
     try:
@@ -29,9 +40,7 @@ def _parquet_setup(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> 
     try:
         schema_names = list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(
-            f"not a readable Parquet file ({exc})", path=path, fix="check the file"
-        ) from None
+        raise _unreadable(path, exc) from None
     cols: dict[str, str] = {}
     for out_name, (col, _) in wanted.items():
         if col is None:
@@ -95,9 +104,15 @@ def _parquet_array(
 
 def read_parquet(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> dict[str, Any]:
     cols = _parquet_setup(path, wanted)  # checks that pyarrow is there
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=sorted(set(cols.values())))
+    try:
+        table = pq.read_table(
+            path, columns=sorted(set(cols.values())), page_checksum_verification=True
+        )
+    except (OSError, pa.ArrowException) as exc:
+        raise _unreadable(path, exc) from None
     out: dict[str, Any] = {}
     for out_name, name in cols.items():
         col = table.column(name)
@@ -148,11 +163,21 @@ class ParquetSource:
 
         self.path, self.wanted, self.chunk_rows = path, wanted, chunk_rows
         # pre_buffer would cache every row group's column chunks until the reader is closed
-        self.file = pq.ParquetFile(path, pre_buffer=False)
+        # (page checksums, where the writer stored them, catch corrupt pages)
+        self.file = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
 
     def _batches(self, names: list[str]) -> Iterator[tuple[int, Any]]:
+        import pyarrow as pa
+
         offset = 0
-        for batch in self.file.iter_batches(batch_size=self.chunk_rows, columns=names):
+        batches = self.file.iter_batches(batch_size=self.chunk_rows, columns=names)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException) as exc:  # a corrupt page
+                raise _unreadable(self.path, exc) from None
+            if batch is None:
+                return
             yield offset, batch
             offset += batch.num_rows
 

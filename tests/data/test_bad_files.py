@@ -117,3 +117,33 @@ def test_in_memory_and_parquet_values_beyond_float32(tmp_path):
     for chunk_rows in CHUNKS:
         with pytest.raises(DataError, match=r"r\.parquet: .*'rating'.* float32.* at row 1"):
             load_table(f, value_col="rating", chunk_rows=chunk_rows)
+
+
+def corrupt_parquet(tmp_path: Path, where: str) -> Path:
+    """A Parquet file with one page of the item column damaged: its header, or (in a file
+    written with page checksums) 8 bytes of its data."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 10_000
+    table = pa.table({"user": rng.integers(0, 100, n), "item": rng.integers(0, 1000, n)})
+    f = tmp_path / "events.parquet"
+    pq.write_table(table, f, row_group_size=2000, write_page_checksum=True)
+    chunk = pq.ParquetFile(f).metadata.row_group(2).column(1)
+    start = chunk.data_page_offset + (20 if where == "header" else chunk.total_compressed_size // 2)
+    raw = bytearray(f.read_bytes())
+    raw[start : start + 8] = bytes(b ^ 0xFF for b in raw[start : start + 8])
+    f.write_bytes(bytes(raw))
+    return f
+
+
+@pytest.mark.parametrize("where", ["header", "data"])
+@pytest.mark.parametrize("chunk_rows", [None, 500])
+def test_a_corrupt_parquet_page_is_one_line_naming_the_file(tmp_path, where, chunk_rows):
+    f = corrupt_parquet(tmp_path, where)
+    with pytest.raises(DataError) as info:
+        load_table(f, chunk_rows=chunk_rows)
+    msg = str(info.value)
+    assert msg.startswith(f"{f}: not a readable Parquet file (") and "\n" not in msg
+    assert msg.endswith("Check the file (write or download it again).")

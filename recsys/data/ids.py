@@ -91,12 +91,13 @@ def unique_sorted(*arrays: np.ndarray) -> np.ndarray:
     return arr[np.concatenate(([True], arr[1:] != arr[:-1]))]
 
 
-def check_unique(ids: np.ndarray, what: str) -> None:
+def check_unique(ids: np.ndarray, what: str, source: str | None = None) -> None:
     s = np.sort(ids)
     dup = s[1:][s[1:] == s[:-1]]
     if dup.size:
         raise DataError(
             f"{what} contains repeated ids, e.g. {unique_sorted(dup)[:5].tolist()}",
+            path=source,
             fix="pass each id once",
         )
 
@@ -145,7 +146,7 @@ def encode(
         ids, codes = np.unique(values, return_inverse=True)
         return codes.astype(np.int64, copy=False).reshape(-1), ids
     ids = as_ids(given, f"{what}_ids", source)
-    check_unique(ids, f"{what}_ids")
+    check_unique(ids, f"{what}_ids", source)
     dense = dense_range(values, ids)
     if dense is not None:
         lo, span = dense

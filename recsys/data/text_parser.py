@@ -260,9 +260,18 @@ def parse_block(
                     other_id[c.name] = (row, str(col[row]))
                 int_ids[c.name] = bool(is_int.any())
     n = next(iter(out.values())).size if out else 0
+    return Block(out, n, strings, empty, _check_numbers(cols, out), int_ids, other_id)
+
+
+def _check_numbers(
+    cols: Sequence[ColumnSpec], out: dict[str, np.ndarray]
+) -> dict[str, tuple[int, int]]:
+    """The number columns with unusable entries: name -> (first such row, how many). Values
+    are stored as float32, so for them that includes numbers beyond its range; timestamps that
+    are all integral (and exact in float64) become int64 in ``out``."""
     nonfinite: dict[str, tuple[int, int]] = {}
     for c in cols:
-        if c.kind in ("float", "time"):  # values are stored as float32, timestamps are not
+        if c.kind in ("float", "time"):
             bad = not_float32(out[c.name]) if c.kind == "float" else ~np.isfinite(out[c.name])
             if bad.any():
                 nonfinite[c.name] = (int(np.flatnonzero(bad)[0]), int(bad.sum()))
@@ -270,7 +279,7 @@ def parse_block(
                 t = out[c.name]
                 if np.all(t == np.round(t)) and np.all(np.abs(t) < 2**53):
                     out[c.name] = t.astype(np.int64)
-    return Block(out, n, strings, empty, nonfinite, int_ids, other_id)
+    return nonfinite
 
 
 def block_error(

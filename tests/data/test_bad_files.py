@@ -147,3 +147,55 @@ def test_a_corrupt_parquet_page_is_one_line_naming_the_file(tmp_path, where, chu
     msg = str(info.value)
     assert msg.startswith(f"{f}: not a readable Parquet file (") and "\n" not in msg
     assert msg.endswith("Check the file (write or download it again).")
+
+
+def saved_with(tmp_path: Path, **changes: np.ndarray | None) -> Path:
+    """A saved Interactions (3 users x 3 items, user 1 with two items) with arrays replaced."""
+    from recsys.data import Interactions
+
+    good = tmp_path / "good.npz"
+    Interactions.from_columns([1, 1, 2, 3], [5, 6, 6, 7], None, [10, 20, 30, 40]).save(good)
+    with np.load(good) as z:
+        arrays = {**dict(z), **changes}
+    f = tmp_path / "train.npz"
+    np.savez(f, **{k: v for k, v in arrays.items() if v is not None})
+    return f
+
+
+NPZ_CASES = {
+    "index beyond the items": ({"indices": np.array([0, 3, 1, 2])}, "outside 0..2"),
+    "negative index": ({"indices": np.array([0, 1, -1, 2])}, "outside 0..2"),
+    "unsorted row": ({"indices": np.array([1, 0, 1, 2])}, "not strictly increasing"),
+    "indptr going back": ({"indptr": np.array([0, 2, 1, 4])}, "indptr does not rise"),
+    "indptr past the end": ({"indptr": np.array([0, 2, 3, 5])}, "indptr does not rise"),
+    "indptr too short": ({"indptr": np.array([0, 2, 4])}, "indptr has 3 entries for 3 rows"),
+    "negative shape": ({"shape": np.array([-3, 3])}, "the shape [-3, 3]"),
+    "text values": ({"data": np.array(["a", "b", "c", "d"])}, "data is not a 1-d array"),
+    "short timestamps": ({"timestamps": np.array([1, 2])}, "timestamps has shape (2,)"),
+    "object ids": ({"user_ids": np.array([1, "a", None], dtype=object)}, "Object arrays"),
+    "repeated ids": ({"user_ids": np.array([1, 1, 2])}, "repeated ids"),
+    "no data": ({"data": None}, "'data is not a file in the archive'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NPZ_CASES))
+def test_a_corrupt_saved_interactions_file_is_one_line_naming_it(tmp_path, case):
+    from recsys.data import Interactions
+
+    changes, words = NPZ_CASES[case]
+    f = saved_with(tmp_path, **changes)
+    with pytest.raises(DataError) as info:
+        Interactions.load(f)
+    msg = str(info.value)
+    assert msg.startswith(f"{f}: ") and words in msg and "\n" not in msg, msg
+    assert info.value.fix
+
+
+def test_a_truncated_saved_interactions_file(tmp_path):
+    from recsys.data import Interactions
+
+    f = saved_with(tmp_path)
+    f.write_bytes(f.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"train\.npz: cannot read saved interactions"):
+        Interactions.load(f)
+    assert Interactions.load(saved_with(tmp_path)).shape == (3, 3)

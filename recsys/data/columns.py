@@ -26,6 +26,23 @@ def not_float32(values: np.ndarray) -> np.ndarray:
         return ~np.isfinite(np.asarray(values, dtype=np.float64).astype(np.float32))
 
 
+def stored_values(combined: np.ndarray, source: str | None) -> np.ndarray:
+    """The values of the matrix as float32, once repeated pairs are combined.
+
+    Every value read was checked to fit float32, so a value that does not now is a sum of
+    repeated (user, item) pairs (``duplicates="sum"``) that went beyond float32's range.
+    """
+    with np.errstate(over="ignore"):
+        out = combined.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(out)):
+        raise DataError(
+            f"the values of a repeated (user, item) pair sum to a number {FLOAT32_RANGE}",
+            path=source,
+            fix="pass duplicates='max' or 'last', or scale the values down",
+        )
+    return out
+
+
 def value_column(
     values: Sequence[float] | np.ndarray | None, u: np.ndarray, i: np.ndarray, source: str | None
 ) -> np.ndarray:

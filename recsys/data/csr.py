@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.data.columns import stored_values
+
 #: How :meth:`Interactions.from_columns` combines repeated (user, item) pairs.
 DUPLICATE_RULES = ("sum", "max", "first", "last")
 
@@ -74,11 +76,13 @@ def coded_csr(
     t: np.ndarray | None,
     shape: tuple[int, int],
     duplicates: Duplicates,
+    source: str | None = None,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
     """(values, timestamps) as canonical CSR matrices from per-interaction internal codes.
 
     Repeated (user, item) pairs are combined by ``duplicates`` (``"first"`` / ``"last"`` in input
-    order, hence a stable sort); a combined pair keeps the latest of its timestamps.
+    order, hence a stable sort); a combined pair keeps the latest of its timestamps. A sum beyond
+    float32 is an error naming ``source``.
     """
     n = ucode.size
     n_users, n_items = shape
@@ -114,6 +118,6 @@ def coded_csr(
     np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
-    matrix = csr(data.astype(np.float32), cols, indptr, shape)
+    matrix = csr(stored_values(data, source), cols, indptr, shape)
     tmat = None if ts is None else csr(ts, cols, indptr, shape)
     return matrix, tmat

@@ -28,6 +28,7 @@ from recsys.data.text_parser import (
     line_of_row,
     parse_block,
     split_line,
+    text_encoding,
     warn_mixed_ids,
 )
 
@@ -187,16 +188,18 @@ def delimited_setup(
     header: bool,
     names: Sequence[str] | None,
     encoding: str,
-) -> tuple[list[ColumnSpec], str | None, str | None]:
-    """Check the file, guess the separator, resolve the columns: (specs, sep, quote char)."""
+) -> tuple[list[ColumnSpec], str | None, str | None, str]:
+    """Check the file, guess the separator, resolve the columns: (specs, sep, quote char, the
+    encoding to read it with; see :func:`~recsys.data.text_parser.text_encoding`)."""
     check_file(path)
+    encoding = text_encoding(path, encoding)
     first = _first_line(path, encoding)
     if sep is None:
         sep = _guess_sep(path, first)
     quote = '"' if sep is not None and len(sep) == 1 else None
     fields = [f.strip().strip('"') for f in split_line(first, sep, quote)]
     col_names = list(names) if names is not None else (fields if header else None)
-    return _resolve(path, wanted, col_names, len(fields)), sep, quote
+    return _resolve(path, wanted, col_names, len(fields)), sep, quote, encoding
 
 
 def read_delimited(
@@ -208,7 +211,7 @@ def read_delimited(
     names: Sequence[str] | None,
     encoding: str,
 ) -> dict[str, np.ndarray]:
-    specs, sep, quote = delimited_setup(
+    specs, sep, quote, encoding = delimited_setup(
         path, wanted, sep=sep, header=header, names=names, encoding=encoding
     )
     return read_columns(

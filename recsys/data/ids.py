@@ -43,29 +43,39 @@ def integer_ids(ids: np.ndarray) -> np.ndarray:
     return ok
 
 
-def as_ids(values: Any, what: str, source: str | None) -> np.ndarray:
-    """Normalise an array of external ids to int64 or str; reject anything else clearly."""
+def as_ids(values: Any, what: str, source: str | None, row0: int = 0) -> np.ndarray:
+    """Normalise an array of external ids to int64 or str; reject anything else clearly.
+
+    Numbers must be integers within int64 (a larger unsigned or float id would wrap or
+    saturate, merging ids). ``row0``: the row of ``values[0]`` in its file, for the messages
+    (a chunk of a column).
+    """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DataError(f"{what} must be a 1-d sequence, got shape {arr.shape}", path=source)
     kind = arr.dtype.kind
+
+    def refuse(bad: np.ndarray, problem: str, fix: str) -> DataError:
+        k = int(np.flatnonzero(bad)[0])
+        return DataError(
+            f"{what} contains {problem} ({arr[k]}) at row {row0 + k}", path=source, fix=fix
+        )
+
     if kind in "iu":
+        if kind == "u" and arr.size and arr.max() > _INT64.max:
+            raise refuse(arr > _INT64.max, "an id beyond int64", "pass the ids as strings")
         return arr.astype(np.int64, copy=False)
     if kind == "f":
         if arr.size and not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise DataError(
-                f"{what} contains a missing or non-finite id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="remove the rows without an id",
+            raise refuse(
+                ~np.isfinite(arr), "a missing or non-finite id", "remove the rows without an id"
             )
         if arr.size and not np.all(arr == np.round(arr)):
-            bad = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise DataError(
-                f"{what} contains a non-integer numeric id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="use integer or string ids",
+            raise refuse(
+                arr != np.round(arr), "a non-integer numeric id", "use integer or string ids"
             )
+        if arr.size and not np.all(np.abs(arr) < 2.0**63):
+            raise refuse(np.abs(arr) >= 2.0**63, "an id beyond int64", "pass the ids as strings")
         return arr.astype(np.int64)
     if kind == "U":
         return arr
@@ -74,7 +84,7 @@ def as_ids(values: Any, what: str, source: str | None) -> np.ndarray:
     if kind == "O":
         conv = np.array(arr.tolist()) if arr.size else np.zeros(0, dtype=np.int64)
         if conv.dtype.kind in "iufUS":
-            return as_ids(conv, what, source)
+            return as_ids(conv, what, source, row0)
     raise DataError(
         f"{what} has unsupported type {arr.dtype}",
         path=source,

@@ -190,7 +190,7 @@ class Interactions:
         t = timestamp_column(timestamps, n, source)
         ucode, uids = encode(u, None if user_ids is None else np.asarray(user_ids), "user", source)
         icode, iids = encode(i, None if item_ids is None else np.asarray(item_ids), "item", source)
-        matrix, tmat = coded_csr(ucode, icode, v, t, (uids.size, iids.size), duplicates)
+        matrix, tmat = coded_csr(ucode, icode, v, t, (uids.size, iids.size), duplicates, source)
         titles = None if item_titles is None else title_column(item_titles, iids, item_ids)
         return cls(matrix, uids, iids, tmat, titles, source)
 

@@ -126,30 +126,6 @@ def read_parquet(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> di
     return out
 
 
-def _chunk_ids(arr: np.ndarray, what: str, source: str, row0: int) -> np.ndarray:
-    """``as_ids`` of Interactions.from_columns for a slice of a column starting at ``row0``
-    (row numbers in its messages count from the start of the file)."""
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{what} contains a missing or non-finite id ({arr[k]}) at row {row0 + k}",
-                path=source,
-                fix="remove the rows without an id",
-            )
-        frac = arr != np.round(arr)
-        if frac.any():
-            k = int(np.flatnonzero(frac)[0])
-            raise DataError(
-                f"{what} contains a non-integer numeric id ({arr[k]}) at row {row0 + k}",
-                path=source,
-                fix="use integer or string ids",
-            )
-        return arr.astype(np.int64)
-    return as_ids(arr, what, source)
-
-
 class ParquetSource:
     """A Parquet file read in record batches of at most ``chunk_rows`` rows (pyarrow reads them
     row group by row group), twice: a column-by-column scan with the whole-table reader's checks
@@ -210,7 +186,7 @@ class ParquetSource:
                     if out_name in pending:
                         continue
                     try:
-                        ids = _chunk_ids(arr, f"{out_name}s", source, row0)
+                        ids = as_ids(arr, f"{out_name}s", source, row0)
                     except DataError as err:
                         pending[out_name] = err
                         continue
@@ -258,6 +234,6 @@ class ParquetSource:
             for out_name, name in self.cols.items():
                 arr = self._convert(out_name, batch.column(name), row0)
                 if out_name in ("user", "item"):
-                    arr = _chunk_ids(arr, f"{out_name}s", source, row0)
+                    arr = as_ids(arr, f"{out_name}s", source, row0)
                 out[out_name] = arr
             yield out

@@ -169,13 +169,13 @@ def _open_chunked(path: PathLike, layout: _Layout, chunk_rows: int) -> TextSourc
     wanted = layout.wanted()
     if layout.is_parquet(path):
         return ParquetSource(path, wanted, chunk_rows)
-    specs, sep, quote = delimited_setup(path, wanted, **layout.text_options())
+    specs, sep, quote, encoding = delimited_setup(path, wanted, **layout.text_options())
     return TextSource(
         path,
         specs,
         sep=sep,
         skip_lines=1 if layout.header else 0,
-        encoding=layout.encoding,
+        encoding=encoding,
         quotechar=quote,
         chunk_rows=chunk_rows,
     )

@@ -60,6 +60,43 @@ def check_file(path: Path) -> None:
         raise DataError("the file is empty", path=path, fix="check that it was written fully")
 
 
+#: byte-order marks of the encodings a file read as UTF-8 may really be in (UTF-32 first: its
+#: little-endian mark starts with UTF-16's)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def text_encoding(path: Path, encoding: str) -> str:
+    """The codec to read ``path`` with: ``encoding``, but ``utf-8-sig`` for a UTF-8 file that
+    starts with a byte-order mark (else the mark sticks to the first id), and an error naming the
+    encoding to pass for a file read as UTF-8 that starts with a UTF-16 or UTF-32 mark."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(
+            f"unknown text encoding {encoding!r}",
+            path=path,
+            fix="pass a Python codec name such as encoding='utf-8' or encoding='latin-1'",
+        ) from None
+    if name != "utf-8":
+        return encoding
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    for bom, other in _BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"the file is {other} text (it starts with a {other} byte-order mark) but is "
+                f"read as {encoding}",
+                path=path,
+                fix=f"pass encoding='{other}' or re-encode the file to UTF-8",
+            )
+    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else encoding
+
+
 def decoding_error(path: Path, encoding: str) -> DataError:
     """The error for a file that is not valid text in ``encoding``, at its first bad line.
 

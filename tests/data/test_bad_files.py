@@ -199,3 +199,45 @@ def test_a_truncated_saved_interactions_file(tmp_path):
     with pytest.raises(DataError, match=r"train\.npz: cannot read saved interactions"):
         Interactions.load(f)
     assert Interactions.load(saved_with(tmp_path)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_byte_order_marks(tmp_path, chunk_rows):
+    # a UTF-8 mark no longer sticks to the first id of a file without a header
+    f = tmp_path / "bom.csv"
+    f.write_bytes("\ufeff1,2,3\n2,3,4\n".encode())
+    data = load_table(f, header=False, user_col=0, item_col=1, id_type="int", chunk_rows=chunk_rows)
+    assert data.user_ids.tolist() == [1, 2]
+    # a UTF-16 file read as UTF-8 names the encoding to pass, and loads with it
+    f16 = tmp_path / "wide.csv"
+    f16.write_bytes("user,item\n1,2\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"wide\.csv: the file is utf-16 text .* encoding='utf-16'"):
+        load_table(f16, chunk_rows=chunk_rows)
+    assert load_table(f16, encoding="utf-16", chunk_rows=chunk_rows).item_ids.tolist() == [2]
+    with pytest.raises(DataError, match=r"wide\.csv: unknown text encoding 'utf-61'"):
+        load_table(f16, encoding="utf-61", chunk_rows=chunk_rows)
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+def test_sums_of_repeated_pairs_beyond_float32(tmp_path, chunk_rows):
+    f = tmp_path / "r.csv"
+    f.write_text("user,item,rating\n1,2,3e38\n1,2,3e38\n2,2,1\n")
+    with pytest.raises(DataError, match=r"r\.csv: the values of a repeated .* float32's range"):
+        load_table(f, value_col="rating", chunk_rows=chunk_rows)
+    kept = load_table(f, value_col="rating", duplicates="max", chunk_rows=chunk_rows)
+    assert kept.matrix.data.tolist() == [np.float32(3e38), 1.0]
+
+
+def test_numeric_ids_beyond_int64_in_parquet_and_in_memory(tmp_path):
+    from recsys.data import Interactions
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"user": pa.array([1, 2**64 - 1], pa.uint64()), "item": [1, 2]}), f)
+    for chunk_rows in CHUNKS:
+        with pytest.raises(DataError, match=r"ids\.parquet: users .* beyond int64 .* at row 1"):
+            load_table(f, chunk_rows=chunk_rows)
+    with pytest.raises(DataError, match=r"users contains an id beyond int64 \(1e\+20\) at row 0"):
+        Interactions.from_columns([1e20, 2.0], [1, 2])

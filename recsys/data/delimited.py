@@ -165,7 +165,8 @@ def _resolve(
                     f"missing column {col!r} ({out_name}); the columns are {names}",
                     path=path,
                     line=1,
-                    fix=f"pass {out_name}_col= one of those names",
+                    fix=f"pass {out_name}_col= one of those names"
+                    + (" (or sep= the file's separator)" if len(names) == 1 else ""),
                 )
             specs.append(ColumnSpec(out_name, names.index(col), kind, repr(col)))
         else:

@@ -241,3 +241,11 @@ def test_numeric_ids_beyond_int64_in_parquet_and_in_memory(tmp_path):
             load_table(f, chunk_rows=chunk_rows)
     with pytest.raises(DataError, match=r"users contains an id beyond int64 \(1e\+20\) at row 0"):
         Interactions.from_columns([1e20, 2.0], [1, 2])
+
+
+def test_a_header_of_one_field_suggests_the_separator(tmp_path):
+    f = tmp_path / "events.csv"  # tab-separated despite its extension
+    f.write_text("user\titem\n1\t2\n")
+    with pytest.raises(DataError, match=r"Pass user_col= one of those names \(or sep= the file"):
+        load_table(f)
+    assert load_table(f, sep="\t").item_ids.tolist() == [2]

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.data.columns import stored_values
 from recsys.data.csr import DUPLICATE_RULES, csr
 from recsys.data.errors import DataError
 from recsys.data.interactions import Interactions
@@ -185,8 +186,7 @@ def build_from_chunks(
     np.cumsum(row_nnz, out=out_ptr[1:])
     if out_ptr[-1] < np.iinfo(np.int32).max:
         out_ptr = out_ptr.astype(np.int32)
-    if data.dtype != np.float32:
-        data = data.astype(np.float32)
+    data = stored_values(data, source)
     shape = (n_users, n_items)
     matrix = csr(data, indices, out_ptr, shape)
     tmat = None if times is None else csr(times, indices, out_ptr, shape)

@@ -15,14 +15,41 @@ PathLike = str | os.PathLike[str]
 #: a column of a table: its name (with a header, or ``names``) or its 0-based position
 Column = str | int
 
+#: what the messages call the range of a value: matrices store values as float32
+FLOAT32_RANGE = f"beyond float32's range of +-{float(np.finfo(np.float32).max):.7g}"
+
+
+def not_float32(values: np.ndarray) -> np.ndarray:
+    """A mask of the values a float32 matrix cannot hold: NaN, infinite, or so large that
+    float32 rounds them to infinity (1e39 read as float64 is finite, stored it is inf)."""
+    with np.errstate(over="ignore"):
+        return ~np.isfinite(np.asarray(values, dtype=np.float64).astype(np.float32))
+
+
+def stored_values(combined: np.ndarray, source: str | None) -> np.ndarray:
+    """The values of the matrix as float32, once repeated pairs are combined.
+
+    Every value read was checked to fit float32, so a value that does not now is a sum of
+    repeated (user, item) pairs (``duplicates="sum"``) that went beyond float32's range.
+    """
+    with np.errstate(over="ignore"):
+        out = combined.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(out)):
+        raise DataError(
+            f"the values of a repeated (user, item) pair sum to a number {FLOAT32_RANGE}",
+            path=source,
+            fix="pass duplicates='max' or 'last', or scale the values down",
+        )
+    return out
+
 
 def value_column(
     values: Sequence[float] | np.ndarray | None, u: np.ndarray, i: np.ndarray, source: str | None
 ) -> np.ndarray:
     """The values as float64, one per (user ``u``, item ``i``) row; 1.0 each when omitted.
 
-    Rejects non-numeric columns, a length other than the ids', and NaN or infinite values (with
-    the first bad row and its user and item).
+    Rejects non-numeric columns, a length other than the ids', and NaN, infinite or values beyond
+    float32 (the matrix's type; with the first bad row and its user and item).
     """
     n = u.size
     if values is None:
@@ -37,15 +64,15 @@ def value_column(
     v = v.astype(np.float64, copy=False).reshape(-1)
     if v.size != n:
         raise DataError(f"values has {v.size} entries for {n} interactions", path=source)
-    bad = ~np.isfinite(v)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{int(bad.sum())} value(s) are NaN or infinite, the first at row {k} "
-            f"(user {u[k]}, item {i[k]})",
-            path=source,
-            fix="remove or fill those rows",
-        )
+    for bad, what in ((~np.isfinite(v), "NaN or infinite"), (not_float32(v), FLOAT32_RANGE)):
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{int(bad.sum())} value(s) are {what}, the first at row {k} "
+                f"(user {u[k]}, item {i[k]}: {v[k]})",
+                path=source,
+                fix="remove or fill those rows",
+            )
     return v
 
 

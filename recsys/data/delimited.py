@@ -22,11 +22,14 @@ from recsys.data.text_parser import (
     NeedStrings,
     block_error,
     check_file,
+    decoding_error,
     find_bad_line,
     iter_lines,
     line_of_row,
     parse_block,
     split_line,
+    text_encoding,
+    warn_mixed_ids,
 )
 
 
@@ -75,8 +78,11 @@ def read_columns(
     src: Any = path
     load_sep = sep
     if sep is not None and len(sep) > 1:  # np.loadtxt needs a single-character delimiter
-        with open(path, encoding=encoding, errors="replace") as fh:
-            src = io.StringIO(fh.read().replace(sep, "\x1f"))
+        try:
+            with open(path, encoding=encoding) as fh:
+                src = io.StringIO(fh.read().replace(sep, "\x1f"))
+        except UnicodeDecodeError:
+            raise decoding_error(path, encoding) from None
         load_sep = "\x1f"
     diag = dict(sep=sep, skip_lines=skip_lines, encoding=encoding, quotechar=quotechar)
 
@@ -92,9 +98,12 @@ def read_columns(
         src, delimiter=load_sep, skiprows=skip_lines, quotechar=quotechar, encoding=encoding
     )
     try:
-        block = parse_block(load, cols, ids_as_str=False, **kw)  # type: ignore[arg-type]
-    except NeedStrings:
-        block = parse_block(load, cols, ids_as_str=True, **kw)  # type: ignore[arg-type]
+        try:
+            block = parse_block(load, cols, ids_as_str=False, **kw)  # type: ignore[arg-type]
+        except NeedStrings:
+            block = parse_block(load, cols, ids_as_str=True, **kw)  # type: ignore[arg-type]
+    except UnicodeDecodeError:
+        raise decoding_error(path, encoding) from None
 
     def line(row: int | None) -> int | None:
         return None if row is None else line_of_row(path, row, skip_lines, encoding)
@@ -110,6 +119,8 @@ def read_columns(
     )
     if err is not None:
         raise err
+    other = {name: (line(row), value) for name, (row, value) in block.other_id.items()}
+    warn_mixed_ids(path, cols, block.int_ids, other)
     return block.columns
 
 
@@ -154,7 +165,8 @@ def _resolve(
                     f"missing column {col!r} ({out_name}); the columns are {names}",
                     path=path,
                     line=1,
-                    fix=f"pass {out_name}_col= one of those names",
+                    fix=f"pass {out_name}_col= one of those names"
+                    + (" (or sep= the file's separator)" if len(names) == 1 else ""),
                 )
             specs.append(ColumnSpec(out_name, names.index(col), kind, repr(col)))
         else:
@@ -177,16 +189,18 @@ def delimited_setup(
     header: bool,
     names: Sequence[str] | None,
     encoding: str,
-) -> tuple[list[ColumnSpec], str | None, str | None]:
-    """Check the file, guess the separator, resolve the columns: (specs, sep, quote char)."""
+) -> tuple[list[ColumnSpec], str | None, str | None, str]:
+    """Check the file, guess the separator, resolve the columns: (specs, sep, quote char, the
+    encoding to read it with; see :func:`~recsys.data.text_parser.text_encoding`)."""
     check_file(path)
+    encoding = text_encoding(path, encoding)
     first = _first_line(path, encoding)
     if sep is None:
         sep = _guess_sep(path, first)
     quote = '"' if sep is not None and len(sep) == 1 else None
     fields = [f.strip().strip('"') for f in split_line(first, sep, quote)]
     col_names = list(names) if names is not None else (fields if header else None)
-    return _resolve(path, wanted, col_names, len(fields)), sep, quote
+    return _resolve(path, wanted, col_names, len(fields)), sep, quote, encoding
 
 
 def read_delimited(
@@ -198,7 +212,7 @@ def read_delimited(
     names: Sequence[str] | None,
     encoding: str,
 ) -> dict[str, np.ndarray]:
-    specs, sep, quote = delimited_setup(
+    specs, sep, quote, encoding = delimited_setup(
         path, wanted, sep=sep, header=header, names=names, encoding=encoding
     )
     return read_columns(

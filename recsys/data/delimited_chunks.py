@@ -19,9 +19,11 @@ from recsys.data.text_parser import (
     ColumnSpec,
     NeedStrings,
     block_error,
+    decoding_error,
     find_bad_line,
     line_of_row,
     parse_block,
+    warn_mixed_ids,
 )
 
 
@@ -30,10 +32,8 @@ class _LineCursor:
     numpy's reader consumes directly (no list of lines, no joined copy of the chunk)."""
 
     def __init__(self, src: TextSource) -> None:
-        # the whole-file reader lets numpy open the file (strict decoding), except for
-        # multi-character separators, where it reads the text itself with errors="replace"
-        errors = "replace" if src.multi else "strict"
-        self.fh = open(src.path, encoding=src.encoding, errors=errors)  # noqa: SIM115
+        # strict decoding, as the whole-file reader: see text_parser.decoding_error
+        self.fh = open(src.path, encoding=src.encoding)  # noqa: SIM115
         self.chunk_rows = src.chunk_rows
         self.sep = src.sep if src.multi else None
         for _ in range(src.skip_lines):
@@ -139,6 +139,8 @@ class TextSource:
                 for strings, cursor in cursors.items():
                     if strings:
                         cursor.advance()
+        except UnicodeDecodeError:
+            raise decoding_error(self.path, self.encoding) from None
         finally:
             for cursor in cursors.values():
                 cursor.close()
@@ -173,7 +175,8 @@ class TextSource:
         users, items = IdCounter(), IdCounter()
         empty_row: dict[str, int] = {}
         nonfinite: dict[str, tuple[int, int]] = {}
-        ids_int = {c.name: True for c in self.specs if c.kind == "id"}
+        int_ids: dict[str, bool] = {}
+        other_id: dict[str, tuple[int, str]] = {}
         n_rows, values_exact, times_int = 0, True, True
         strings: list[ColumnSpec] = []
         for rows_before, block in self._blocks():
@@ -186,8 +189,10 @@ class TextSource:
             n_rows += block.n_rows
             if empty_row or nonfinite or block.n_rows == 0:
                 continue  # an error will be raised: stop collecting
-            for name, ok in block.ids_int.items():
-                ids_int[name] = ids_int[name] and ok
+            for name, any_int in block.int_ids.items():
+                int_ids[name] = int_ids.get(name, False) or any_int
+            for name, (row, value) in block.other_id.items():
+                other_id.setdefault(name, (rows_before + row, value))
             cols = block.columns
             users.add(cols["user"])
             items.add(cols["item"])
@@ -206,7 +211,9 @@ class TextSource:
         )
         if err is not None:
             raise err
-        self.ids_to_int = [n for n, ok in ids_int.items() if ok] if self.ids_as_str else []
+        others = {name: (self._line(row), value) for name, (row, value) in other_id.items()}
+        warn_mixed_ids(self.path, self.specs, int_ids, others)
+        self.ids_to_int = [n for n in int_ids if n not in other_id] if self.ids_as_str else []
         for name, counter in (("user", users), ("item", items)):
             if name in self.ids_to_int:
                 counter.as_int()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["DataError"]
+__all__ = ["DataError", "describe"]
 
 
 class DataError(ValueError):
@@ -40,14 +40,26 @@ class DataError(ValueError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        where = ""
-        if self.path is not None:
-            where = self.path if self.line is None else f"{self.path}, line {self.line}"
-            where += ": "
-        elif self.line is not None:
-            where = f"line {self.line}: "
-        text = where + self.problem.rstrip(".") + "."
-        if self.fix:
-            fix = self.fix.rstrip(".")
-            text += " " + fix[:1].upper() + fix[1:] + "."
-        return text
+        return describe(self.problem, path=self.path, line=self.line, fix=self.fix)
+
+
+def describe(
+    problem: str,
+    *,
+    path: str | PathLike[str] | None = None,
+    line: int | None = None,
+    fix: str | None = None,
+) -> str:
+    """The one-line text of a data problem: ``"<file>, line <n>: <problem>. <Fix>."`` (also
+    used for warnings about data that loads, so they read like the errors)."""
+    where = ""
+    if path is not None:
+        where = str(path) if line is None else f"{path}, line {line}"
+        where += ": "
+    elif line is not None:
+        where = f"line {line}: "
+    text = where + problem.rstrip(".") + "."
+    if fix:
+        fix = fix.rstrip(".")
+        text += " " + fix[:1].upper() + fix[1:] + "."
+    return text

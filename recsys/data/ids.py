@@ -6,36 +6,76 @@ is rejected with the row it was found at. Internal codes 0..n-1 follow the sorte
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from recsys.data.errors import DataError
 
+_INT64 = np.iinfo(np.int64)
+_INTEGER = re.compile(r"[+-]?\d+")
 
-def as_ids(values: Any, what: str, source: str | None) -> np.ndarray:
-    """Normalise an array of external ids to int64 or str; reject anything else clearly."""
+
+def int_id_problem(text: str) -> str | None:
+    """None when ``text`` spells an int64 id, else what is wrong with it.
+
+    Only plain decimal integers count (no ``1_000``, ``1e3`` or ``0x10``, which Python or numpy
+    would read as other numbers). An integer beyond int64 is refused rather than converted:
+    numpy's readers saturate it to int64's maximum, so distinct ids would merge.
+    """
+    v = text.strip()
+    if not _INTEGER.fullmatch(v):
+        return "is not an integer"
+    if not _INT64.min <= int(v) <= _INT64.max:
+        return f"is an integer outside the int64 range [{_INT64.min}, {_INT64.max}]"
+    return None
+
+
+def integer_ids(ids: np.ndarray) -> np.ndarray:
+    """A mask of the (stripped) string ids that are int64 integers (see :func:`int_id_problem`),
+    vectorised: only the rare ids of more than 18 digits are checked one by one."""
+    body = np.char.lstrip(ids, "+-")
+    length = np.char.str_len(body)
+    ok = np.char.isdecimal(body) & (np.char.str_len(ids) - length <= 1)
+    for k in np.flatnonzero(ok & (length > 18)):
+        ok[k] = int_id_problem(str(ids[k])) is None
+    return ok
+
+
+def as_ids(values: Any, what: str, source: str | None, row0: int = 0) -> np.ndarray:
+    """Normalise an array of external ids to int64 or str; reject anything else clearly.
+
+    Numbers must be integers within int64 (a larger unsigned or float id would wrap or
+    saturate, merging ids). ``row0``: the row of ``values[0]`` in its file, for the messages
+    (a chunk of a column).
+    """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DataError(f"{what} must be a 1-d sequence, got shape {arr.shape}", path=source)
     kind = arr.dtype.kind
+
+    def refuse(bad: np.ndarray, problem: str, fix: str) -> DataError:
+        k = int(np.flatnonzero(bad)[0])
+        return DataError(
+            f"{what} contains {problem} ({arr[k]}) at row {row0 + k}", path=source, fix=fix
+        )
+
     if kind in "iu":
+        if kind == "u" and arr.size and arr.max() > _INT64.max:
+            raise refuse(arr > _INT64.max, "an id beyond int64", "pass the ids as strings")
         return arr.astype(np.int64, copy=False)
     if kind == "f":
         if arr.size and not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise DataError(
-                f"{what} contains a missing or non-finite id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="remove the rows without an id",
+            raise refuse(
+                ~np.isfinite(arr), "a missing or non-finite id", "remove the rows without an id"
             )
         if arr.size and not np.all(arr == np.round(arr)):
-            bad = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise DataError(
-                f"{what} contains a non-integer numeric id ({arr[bad]}) at row {bad}",
-                path=source,
-                fix="use integer or string ids",
+            raise refuse(
+                arr != np.round(arr), "a non-integer numeric id", "use integer or string ids"
             )
+        if arr.size and not np.all(np.abs(arr) < 2.0**63):
+            raise refuse(np.abs(arr) >= 2.0**63, "an id beyond int64", "pass the ids as strings")
         return arr.astype(np.int64)
     if kind == "U":
         return arr
@@ -44,7 +84,7 @@ def as_ids(values: Any, what: str, source: str | None) -> np.ndarray:
     if kind == "O":
         conv = np.array(arr.tolist()) if arr.size else np.zeros(0, dtype=np.int64)
         if conv.dtype.kind in "iufUS":
-            return as_ids(conv, what, source)
+            return as_ids(conv, what, source, row0)
     raise DataError(
         f"{what} has unsupported type {arr.dtype}",
         path=source,
@@ -61,12 +101,13 @@ def unique_sorted(*arrays: np.ndarray) -> np.ndarray:
     return arr[np.concatenate(([True], arr[1:] != arr[:-1]))]
 
 
-def check_unique(ids: np.ndarray, what: str) -> None:
+def check_unique(ids: np.ndarray, what: str, source: str | None = None) -> None:
     s = np.sort(ids)
     dup = s[1:][s[1:] == s[:-1]]
     if dup.size:
         raise DataError(
             f"{what} contains repeated ids, e.g. {unique_sorted(dup)[:5].tolist()}",
+            path=source,
             fix="pass each id once",
         )
 
@@ -115,7 +156,7 @@ def encode(
         ids, codes = np.unique(values, return_inverse=True)
         return codes.astype(np.int64, copy=False).reshape(-1), ids
     ids = as_ids(given, f"{what}_ids", source)
-    check_unique(ids, f"{what}_ids")
+    check_unique(ids, f"{what}_ids", source)
     dense = dense_range(values, ids)
     if dense is not None:
         lo, span = dense

@@ -22,6 +22,7 @@ was built from, so treat its arrays as read-only.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.columns import timestamp_column, title_column, value_column
-from recsys.data.csr import DUPLICATE_RULES, Duplicates, coded_csr, csr, structure_equal
+from recsys.data.csr import (
+    DUPLICATE_RULES,
+    Duplicates,
+    coded_csr,
+    csr,
+    csr_problem,
+    structure_equal,
+)
 from recsys.data.errors import DataError
 from recsys.data.ids import as_ids, check_unique, encode, lookup
 from recsys.io import atomic_path
@@ -98,8 +106,8 @@ class Interactions:
                 f"{self.item_ids.size} item ids",
                 path=src,
             )
-        check_unique(self.user_ids, "user_ids")
-        check_unique(self.item_ids, "item_ids")
+        check_unique(self.user_ids, "user_ids", src)
+        check_unique(self.item_ids, "item_ids", src)
         if self.timestamps is not None:
             t = self.timestamps
             if not isinstance(t, sp.csr_matrix):
@@ -182,7 +190,7 @@ class Interactions:
         t = timestamp_column(timestamps, n, source)
         ucode, uids = encode(u, None if user_ids is None else np.asarray(user_ids), "user", source)
         icode, iids = encode(i, None if item_ids is None else np.asarray(item_ids), "item", source)
-        matrix, tmat = coded_csr(ucode, icode, v, t, (uids.size, iids.size), duplicates)
+        matrix, tmat = coded_csr(ucode, icode, v, t, (uids.size, iids.size), duplicates, source)
         titles = None if item_titles is None else title_column(item_titles, iids, item_ids)
         return cls(matrix, uids, iids, tmat, titles, source)
 
@@ -429,20 +437,32 @@ class Interactions:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Interactions:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`, checking that its arrays form a valid matrix
+        (out-of-range indices would otherwise give wrong results or a crash much later)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
+                data, indices, indptr = z["data"], z["indices"], z["indptr"]
+                ts = z.get("timestamps")
+                problem = csr_problem(data, indices, indptr, z["shape"])
+                if problem is None and ts is not None and ts.shape != data.shape:
+                    problem = f"timestamps has shape {ts.shape}, data {data.shape}"
+                if problem is not None:
+                    raise DataError(
+                        f"corrupt saved interactions: {problem}",
+                        path=path,
+                        fix="write the file again (Interactions.save, or rerun what wrote it)",
+                    )
                 shape = tuple(int(x) for x in z["shape"])
-                m = csr(z["data"], z["indices"], z["indptr"], shape)  # type: ignore[arg-type]
-                ts = csr(z["timestamps"], m.indices, m.indptr, shape) if "timestamps" in z else None
+                m = csr(data, indices, indptr, shape)  # type: ignore[arg-type]
+                tm = None if ts is None else csr(ts, m.indices, m.indptr, shape)  # type: ignore[arg-type]
                 titles = z.get("item_titles")
-                return cls(m, z["user_ids"], z["item_ids"], ts, titles, str(path))
-        except (OSError, KeyError, ValueError) as exc:
+                return cls(m, z["user_ids"], z["item_ids"], tm, titles, str(path))
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(
-                f"cannot read saved interactions ({exc})",
+                f"cannot read saved interactions ({' '.join(str(exc).split())})",
                 path=path,
                 fix="pass a file written by Interactions.save",
             ) from None

@@ -16,18 +16,20 @@ line is then located and reported with its line number.
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
 import numpy as np
 
 from recsys.data.errors import DataError
-from recsys.data.ids import unique_sorted
+from recsys.data.ids import int_id_problem, unique_sorted
 from recsys.data.predefined import split_from_parts
 from recsys.data.splits import Split
 
 __all__ = ["load_lightgcn", "read_lightgcn_file"]
 
+_INT64 = np.iinfo(np.int64)
 _IS_WHITESPACE = np.zeros(256, dtype=bool)
 _IS_WHITESPACE[[ord(c) for c in " \t\r\n\v\f"]] = True
 
@@ -35,12 +37,11 @@ _IS_WHITESPACE[[ord(c) for c in " \t\r\n\v\f"]] = True
 def _find_bad_line(path: Path, text: bytes) -> DataError:
     for n, line in enumerate(text.split(b"\n"), start=1):
         for tok in line.split():
-            try:
-                int(tok)
-            except ValueError:
-                shown = tok.decode("utf-8", errors="replace")
+            shown = tok.decode("utf-8", errors="replace")
+            problem = int_id_problem(shown)
+            if problem is not None:
                 return DataError(
-                    f"{shown!r} is not an integer id (lines are '<user> <item> <item> ...')",
+                    f"{shown!r} {problem} (lines are '<user> <item> <item> ...' of integer ids)",
                     path=path,
                     line=n,
                     fix="fix or remove this line",
@@ -59,6 +60,8 @@ def read_lightgcn_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
     if not path.is_file():
         raise DataError("file not found", path=path, fix="check the folder and file name")
     text = path.read_bytes()
+    if text.startswith(codecs.BOM_UTF8):  # a byte-order mark is not part of the first id
+        text = b"   " + text[len(codecs.BOM_UTF8) :]
     raw = np.frombuffer(text, dtype=np.uint8)
     is_ws = _IS_WHITESPACE[raw]
     starts = np.flatnonzero(~is_ws & np.concatenate(([True], is_ws[:-1])))
@@ -70,6 +73,10 @@ def read_lightgcn_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
         raise _find_bad_line(path, text) from None
     if tokens.size != starts.size:  # a token that is not a plain integer stopped the parser
         raise _find_bad_line(path, text)
+    if np.any((tokens == _INT64.max) | (tokens == _INT64.min)):  # or numpy saturated an id
+        err = _find_bad_line(path, text)
+        if err.line is not None:
+            raise err
     # line (0-based) of each token: the number of newlines before it
     line_of = np.searchsorted(np.flatnonzero(raw == 10), starts)
     first = np.concatenate(([True], line_of[1:] != line_of[:-1]))

@@ -1,5 +1,6 @@
 """Parquet files (read with pyarrow): whole, or in record batches of ``chunk_rows`` rows read row
-group by row group, with the same checks and messages either way."""
+group by row group, with the same checks and messages either way. A file pyarrow cannot read (a
+bad footer, a corrupt page, a page whose stored checksum does not match) is one DataError."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ from typing import Any
 import numpy as np
 
 from recsys.data.chunked import IdCounter, Scan, exact_in_float32
-from recsys.data.columns import Column
+from recsys.data.columns import FLOAT32_RANGE, Column, not_float32
 from recsys.data.errors import DataError
 from recsys.data.ids import as_ids
 from recsys.data.text_parser import check_file
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """The error for a Parquet file pyarrow cannot read (a bad footer, a corrupt or truncated
+    page), on one line: pyarrow's messages may span several."""
+    return DataError(
+        f"not a readable Parquet file ({' '.join(str(exc).split())})",
+        path=path,
+        fix="check the file (write or download it again)",
+    )
 
 
 def _parquet_setup(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> dict[str, str]:
@@ -29,9 +40,7 @@ def _parquet_setup(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> 
     try:
         schema_names = list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(
-            f"not a readable Parquet file ({exc})", path=path, fix="check the file"
-        ) from None
+        raise _unreadable(path, exc) from None
     cols: dict[str, str] = {}
     for out_name, (col, _) in wanted.items():
         if col is None:
@@ -68,10 +77,14 @@ def _parquet_array(
                 path=path,
                 fix="convert it to a numeric type",
             )
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            row = row0 + int(np.flatnonzero(~np.isfinite(arr))[0])
+        bad = None
+        if arr.dtype.kind == "f":
+            bad = not_float32(arr) if kind == "float" else ~np.isfinite(arr)
+        if bad is not None and bad.any():
+            row = row0 + int(np.flatnonzero(bad)[0])
+            limit = f" or {FLOAT32_RANGE}" if kind == "float" else ""
             raise DataError(
-                f"column {name!r} ({out_name}) is NaN or infinite at row {row}",
+                f"column {name!r} ({out_name}) is NaN or infinite{limit} at row {row}",
                 path=path,
                 fix="fix or drop those rows",
             )
@@ -91,9 +104,15 @@ def _parquet_array(
 
 def read_parquet(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> dict[str, Any]:
     cols = _parquet_setup(path, wanted)  # checks that pyarrow is there
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=sorted(set(cols.values())))
+    try:
+        table = pq.read_table(
+            path, columns=sorted(set(cols.values())), page_checksum_verification=True
+        )
+    except (OSError, pa.ArrowException) as exc:
+        raise _unreadable(path, exc) from None
     out: dict[str, Any] = {}
     for out_name, name in cols.items():
         col = table.column(name)
@@ -105,30 +124,6 @@ def read_parquet(path: Path, wanted: dict[str, tuple[Column | None, str]]) -> di
     if not out or next(iter(out.values())).size == 0:
         raise DataError("the table has no rows", path=path, fix="check the file")
     return out
-
-
-def _chunk_ids(arr: np.ndarray, what: str, source: str, row0: int) -> np.ndarray:
-    """``as_ids`` of Interactions.from_columns for a slice of a column starting at ``row0``
-    (row numbers in its messages count from the start of the file)."""
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{what} contains a missing or non-finite id ({arr[k]}) at row {row0 + k}",
-                path=source,
-                fix="remove the rows without an id",
-            )
-        frac = arr != np.round(arr)
-        if frac.any():
-            k = int(np.flatnonzero(frac)[0])
-            raise DataError(
-                f"{what} contains a non-integer numeric id ({arr[k]}) at row {row0 + k}",
-                path=source,
-                fix="use integer or string ids",
-            )
-        return arr.astype(np.int64)
-    return as_ids(arr, what, source)
 
 
 class ParquetSource:
@@ -144,11 +139,21 @@ class ParquetSource:
 
         self.path, self.wanted, self.chunk_rows = path, wanted, chunk_rows
         # pre_buffer would cache every row group's column chunks until the reader is closed
-        self.file = pq.ParquetFile(path, pre_buffer=False)
+        # (page checksums, where the writer stored them, catch corrupt pages)
+        self.file = pq.ParquetFile(path, pre_buffer=False, page_checksum_verification=True)
 
     def _batches(self, names: list[str]) -> Iterator[tuple[int, Any]]:
+        import pyarrow as pa
+
         offset = 0
-        for batch in self.file.iter_batches(batch_size=self.chunk_rows, columns=names):
+        batches = self.file.iter_batches(batch_size=self.chunk_rows, columns=names)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException) as exc:  # a corrupt page
+                raise _unreadable(self.path, exc) from None
+            if batch is None:
+                return
             yield offset, batch
             offset += batch.num_rows
 
@@ -181,7 +186,7 @@ class ParquetSource:
                     if out_name in pending:
                         continue
                     try:
-                        ids = _chunk_ids(arr, f"{out_name}s", source, row0)
+                        ids = as_ids(arr, f"{out_name}s", source, row0)
                     except DataError as err:
                         pending[out_name] = err
                         continue
@@ -229,6 +234,6 @@ class ParquetSource:
             for out_name, name in self.cols.items():
                 arr = self._convert(out_name, batch.column(name), row0)
                 if out_name in ("user", "item"):
-                    arr = _chunk_ids(arr, f"{out_name}s", source, row0)
+                    arr = as_ids(arr, f"{out_name}s", source, row0)
                 out[out_name] = arr
             yield out

@@ -18,9 +18,10 @@ passes (ids and row counts first, then the CSR arrays are filled in place; see
 :mod:`recsys.data.chunked`), so the raw table and the matrix are never in memory together; the
 result and the errors are those of reading the whole file at once (``chunk_rows=None``).
 
-Ids are read as integers when every id in the column is an integer, otherwise as strings
-(``id_type="auto"``); force one with ``id_type="int"`` / ``"str"``. Values and timestamps must be
-finite numbers (timestamps as numbers, e.g. Unix seconds).
+Ids are read as integers when every id in the column is an int64 integer, otherwise as strings
+(``id_type="auto"``; a column of integers with some other ids logs a warning naming the first
+line that is not an integer); force one with ``id_type="int"`` / ``"str"``. Values and
+timestamps must be finite numbers (timestamps as numbers, e.g. Unix seconds).
 """
 
 from __future__ import annotations
@@ -168,13 +169,13 @@ def _open_chunked(path: PathLike, layout: _Layout, chunk_rows: int) -> TextSourc
     wanted = layout.wanted()
     if layout.is_parquet(path):
         return ParquetSource(path, wanted, chunk_rows)
-    specs, sep, quote = delimited_setup(path, wanted, **layout.text_options())
+    specs, sep, quote, encoding = delimited_setup(path, wanted, **layout.text_options())
     return TextSource(
         path,
         specs,
         sep=sep,
         skip_lines=1 if layout.header else 0,
-        encoding=layout.encoding,
+        encoding=encoding,
         quotechar=quote,
         chunk_rows=chunk_rows,
     )

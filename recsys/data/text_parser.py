@@ -9,14 +9,20 @@ that are reported only after everything is parsed, so that both readers raise th
 
 from __future__ import annotations
 
+import codecs
 import csv
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recsys.data.errors import DataError
+from recsys.data.columns import FLOAT32_RANGE, not_float32
+from recsys.data.errors import DataError, describe
+from recsys.data.ids import int_id_problem, integer_ids
+
+log = logging.getLogger(__name__)
 
 _KIND_HELP = {
     "int": "an integer id",
@@ -54,6 +60,67 @@ def check_file(path: Path) -> None:
         raise DataError("the file is empty", path=path, fix="check that it was written fully")
 
 
+#: byte-order marks of the encodings a file read as UTF-8 may really be in (UTF-32 first: its
+#: little-endian mark starts with UTF-16's)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def text_encoding(path: Path, encoding: str) -> str:
+    """The codec to read ``path`` with: ``encoding``, but ``utf-8-sig`` for a UTF-8 file that
+    starts with a byte-order mark (else the mark sticks to the first id), and an error naming the
+    encoding to pass for a file read as UTF-8 that starts with a UTF-16 or UTF-32 mark."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(
+            f"unknown text encoding {encoding!r}",
+            path=path,
+            fix="pass a Python codec name such as encoding='utf-8' or encoding='latin-1'",
+        ) from None
+    if name != "utf-8":
+        return encoding
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    for bom, other in _BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"the file is {other} text (it starts with a {other} byte-order mark) but is "
+                f"read as {encoding}",
+                path=path,
+                fix=f"pass encoding='{other}' or re-encode the file to UTF-8",
+            )
+    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else encoding
+
+
+def decoding_error(path: Path, encoding: str) -> DataError:
+    """The error for a file that is not valid text in ``encoding``, at its first bad line.
+
+    Called when a reader hit a ``UnicodeDecodeError``; the readers decode strictly, since
+    replacing undecodable bytes would make different ids equal.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = None
+    bad = b""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as exc:
+                line, bad = n, exc.object[exc.start : exc.end]
+                break
+    return DataError(
+        f"the file is not {encoding} text" + (f" (bytes {bad!r})" if bad else ""),
+        path=path,
+        line=line,
+        fix="pass its encoding (e.g. encoding='latin-1') or re-encode the file to UTF-8",
+    )
+
+
 def iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without newline) for every line of a text file."""
     with open(path, encoding=encoding, errors="replace", newline="") as fh:
@@ -73,10 +140,9 @@ def _check_field(value: str, kind: str) -> str | None:
     if v == "":
         return "is empty"
     if kind == "int":
-        try:
-            int(v)
-        except ValueError:
-            return f"is not an integer: {value!r}"
+        problem = int_id_problem(v)
+        if problem is not None:
+            return f"{problem}: {value!r}"
     elif kind in ("float", "time"):
         try:
             x = float(v)
@@ -151,8 +217,10 @@ class Block:
     n_rows: int
     strings: list[ColumnSpec]  # the columns read as strings, in the order they are checked
     empty: dict[str, int]  # string column -> first row with an empty id
-    nonfinite: dict[str, tuple[int, int]]  # number column -> (first NaN/inf row, how many)
-    ids_int: dict[str, bool]  # "id" columns kept as strings: whether every id is an integer
+    #: number column -> (first row that is NaN/inf or, for values, beyond float32; how many)
+    nonfinite: dict[str, tuple[int, int]]
+    int_ids: dict[str, bool]  # "id" columns read as strings: whether any id is an integer
+    other_id: dict[str, tuple[int, str]]  # ... the first id that is not one: (row, id)
 
 
 class NeedStrings(Exception):
@@ -174,7 +242,7 @@ def parse_block(
     line the whole-file read would) and ``fail(exc, spec)`` turns a parse error into a DataError.
     With ``ids_as_str`` the "id" columns are read as strings (after a non-integer id was found);
     ``convert_ids`` then turns each "id" column that is all integers back into int64 (the
-    whole-file rule), otherwise ``ids_int`` only records whether it could. Without
+    whole-file rule), otherwise ``other_id`` only records the first id that is not one. Without
     ``ids_as_str`` a non-integer "id" raises :class:`NeedStrings`.
     """
     numeric_of = {"int": np.int64, "id": np.int64, "float": np.float64, "time": np.float64}
@@ -190,6 +258,8 @@ def parse_block(
             dt = [(c.name, numeric_of[c.kind]) for c in numeric]
             arr = loadtxt([c.index for c in numeric], dt)
             out.update({c.name: np.ascontiguousarray(arr[c.name]) for c in numeric})
+    except UnicodeDecodeError:
+        raise  # the caller names the line (see decoding_error)
     except ValueError as exc:
         if ids_as_str:
             raise fail(exc, cols) from None
@@ -202,10 +272,13 @@ def parse_block(
             raise NeedStrings from None
         raise (err or fail(exc, cols)) from None
     empty: dict[str, int] = {}
-    ids_int: dict[str, bool] = {}
+    int_ids: dict[str, bool] = {}
+    other_id: dict[str, tuple[int, str]] = {}
     if strings:
         try:
             arr = loadtxt([c.index for c in strings], str, ndmin=2)
+        except UnicodeDecodeError:
+            raise
         except ValueError as exc:
             raise fail(exc, cols) from None
         for j, c in enumerate(strings):
@@ -215,26 +288,35 @@ def parse_block(
                 empty[c.name] = int(np.flatnonzero(is_empty)[0])
             out[c.name] = col
             if c.kind == "id" and c.name not in empty:  # integers if they all are, else strings
-                try:
-                    as_ints = col.astype(np.int64)
-                except ValueError:
-                    ids_int[c.name] = False
-                else:
-                    ids_int[c.name] = True
+                is_int = integer_ids(col)
+                if is_int.all():
                     if convert_ids:
-                        out[c.name] = as_ints
+                        out[c.name] = col.astype(np.int64)
+                else:
+                    row = int(np.flatnonzero(~is_int)[0])
+                    other_id[c.name] = (row, str(col[row]))
+                int_ids[c.name] = bool(is_int.any())
     n = next(iter(out.values())).size if out else 0
+    return Block(out, n, strings, empty, _check_numbers(cols, out), int_ids, other_id)
+
+
+def _check_numbers(
+    cols: Sequence[ColumnSpec], out: dict[str, np.ndarray]
+) -> dict[str, tuple[int, int]]:
+    """The number columns with unusable entries: name -> (first such row, how many). Values
+    are stored as float32, so for them that includes numbers beyond its range; timestamps that
+    are all integral (and exact in float64) become int64 in ``out``."""
     nonfinite: dict[str, tuple[int, int]] = {}
     for c in cols:
         if c.kind in ("float", "time"):
-            bad = ~np.isfinite(out[c.name])
+            bad = not_float32(out[c.name]) if c.kind == "float" else ~np.isfinite(out[c.name])
             if bad.any():
                 nonfinite[c.name] = (int(np.flatnonzero(bad)[0]), int(bad.sum()))
             elif c.kind == "time":
                 t = out[c.name]
                 if np.all(t == np.round(t)) and np.all(np.abs(t) < 2**53):
                     out[c.name] = t.astype(np.int64)
-    return Block(out, n, strings, empty, nonfinite, ids_int)
+    return nonfinite
 
 
 def block_error(
@@ -266,11 +348,39 @@ def block_error(
     for c in cols:
         if c.name in nonfinite:
             line, count = nonfinite[c.name]
+            limit = f" or {FLOAT32_RANGE}" if c.kind == "float" else ""
             return DataError(
-                f"{c.describe()} is NaN or infinite "
+                f"{c.describe()} is NaN or infinite{limit} "
                 f"({count} such line{'s' if count > 1 else ''} in the file)",
                 path=path,
                 line=line,
                 fix="fix or remove those lines",
             )
     return None
+
+
+def warn_mixed_ids(
+    path: Path,
+    cols: Sequence[ColumnSpec],
+    int_ids: dict[str, bool],
+    other_id: dict[str, tuple[int | None, str]],
+) -> None:
+    """Log the line that made an id column strings while other ids in it are integers.
+
+    ``id_type="auto"`` reads such a column as strings, which is right for labels but silently
+    wrong for a numeric column with one bad line: ``"12"`` no longer equals the id ``12`` of
+    another file or of a model. ``other_id`` maps a column to (line, first non-integer id).
+    """
+    for c in cols:
+        if c.name in other_id and int_ids.get(c.name):
+            line, value = other_id[c.name]
+            log.warning(
+                describe(
+                    f"{c.describe()}: {value!r} is not an int64 integer, so every id of the column "
+                    "is read as a string although the others are integers",
+                    path=path,
+                    line=line,
+                    fix="pass id_type='str' to read the ids as strings on purpose, or fix this "
+                    "line (id_type='int' rejects such lines)",
+                )
+            )

@@ -404,7 +404,7 @@ class CandidateGenerator:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 fetch = min(2 * fetch, index.max_k)
-                nprobe = None if nprobe is None else 2 * nprobe
+                nprobe = None if nprobe is None else min(2 * nprobe, index.max_nprobe or nprobe)
                 ef = None if ef is None else 2 * ef
             ids, _ = index.search(
                 queries[pending],

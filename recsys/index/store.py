@@ -17,6 +17,7 @@ import numpy as np
 
 from recsys.index.errors import IndexMismatchError
 from recsys.index.item_index import ItemIndex
+from recsys.index.params import ivf_inside
 from recsys.index.shards import shard_list
 from recsys.index.sidecar import file_sha256, ids_from_json, read_faiss, read_sidecar, sidecar_path
 from recsys.index.vectors import model_item_vectors
@@ -62,6 +63,28 @@ def _check_faiss_type(path: Path, index: faiss.Index, meta: dict[str, Any]) -> N
         )
 
 
+def _check_ivf_ids(path: Path, index: faiss.Index) -> None:
+    """Raise IndexMismatchError unless every IVF shard's inverted lists hold each row id exactly
+    once: damaged ids would come back from searches as items that do not exist."""
+    for s, part in enumerate(shard_list(index) or [index]):
+        ivf = ivf_inside(faiss.downcast_index(part))
+        if ivf is None:
+            continue
+        lists = ivf.invlists
+        ids = [
+            faiss.rev_swig_ptr(lists.get_ids(j), lists.list_size(j)).copy()
+            for j in range(lists.nlist)
+            if lists.list_size(j)
+        ]
+        ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        n = int(part.ntotal)
+        if ids.size != n or np.any((ids < 0) | (ids >= n)) or np.unique(ids).size != n:
+            raise IndexMismatchError(
+                f"the inverted lists of shard {s} of {path} do not hold each of its {n} items "
+                "once: the file is damaged; re-export it with scripts/export_index.py"
+            )
+
+
 def _read_checked(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
     """The Faiss index of ``path`` and its sidecar, checked to belong together."""
     if path.is_dir():
@@ -86,6 +109,7 @@ def _read_checked(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
             f"{meta['n_items']} x {meta['index_dim']}; re-export the index"
         )
     _check_faiss_type(path, index, meta)
+    _check_ivf_ids(path, index)
     if meta.get("faiss_version") != faiss.__version__:
         logger.info(
             "index %s was written by faiss %s, loading with %s",

@@ -111,6 +111,8 @@ _REQUIRED = {
     "item_ids": list,
     "index_sha256": str,
 }
+#: Fields a sidecar may leave out (or set to null), with the JSON types they must have otherwise.
+_OPTIONAL = {"shards": int, "shard_sizes": list, "shard_bytes": list, "params": dict}
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -143,8 +145,10 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{side} has sidecar format {meta.get('format')!r}, this code reads "
             f"{SIDECAR_FORMAT}; re-export the index"
         )
-    for key, kind in _REQUIRED.items():
+    for key, kind in [*_REQUIRED.items(), *_OPTIONAL.items()]:
         value = meta.get(key)
+        if key in _OPTIONAL and value is None:
+            continue
         if not isinstance(value, kind) or isinstance(value, bool):
             raise IndexMismatchError(
                 f"index sidecar {side}: field {key!r} must be a JSON {kind.__name__}, got "
@@ -179,8 +183,9 @@ def read_faiss(path: Path, meta: dict[str, Any]) -> faiss.Index:
     lengths = meta.get("shard_bytes") or []
     if len(sizes) != shards or len(lengths) != shards or sum(lengths) != path.stat().st_size:
         raise IndexMismatchError(
-            f"{sidecar_path(path).name} describes {shards} shards but its shard_sizes / "
-            f"shard_bytes do not fit {path.name} ({path.stat().st_size} bytes); re-export the index"
+            f"{sidecar_path(path)} describes {shards} shards but its shard_sizes / shard_bytes "
+            f"do not fit {path.name} ({path.stat().st_size} bytes); re-export the index with "
+            "scripts/export_index.py"
         )
     parts = []
     with open(path, "rb") as f:

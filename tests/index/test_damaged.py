@@ -136,6 +136,10 @@ def test_a_binary_sidecar_names_its_file(tmp_path: Path) -> None:
         ("flat-ip", {"item_ids": [1, 2]}, "item_ids has 2 entries but the index holds 120"),
         ("flat-ip", {"kind": "annoy"}, "kind must be one of"),
         ("flat-ip", {"dim": "6"}, "field 'dim' must be a JSON int"),
+        ("flat-ip", {"dim": True}, "field 'dim' must be a JSON int"),
+        ("flat-ip-shards", {"shards": "two"}, "field 'shards' must be a JSON int"),
+        ("ivf-ip", {"params": [8, 2]}, "field 'params' must be a JSON dict"),
+        ("flat-ip-shards", {"shard_bytes": [1, 2]}, "describes 2 shards but its shard_sizes"),
     ],
 )
 def test_a_sidecar_that_contradicts_its_index_names_the_file(

@@ -181,7 +181,8 @@ class CandidateGenerator:
         Args:
             user_ids: internal user indices (rows of the model / seen matrix). May be None when
                 ``user_vectors`` are given for new users.
-            k: candidates per user.
+            k: candidates per user; a k above the number of items is clipped to it (like
+                ``implicit``): no user can get more.
             exclude_seen: drop items the user has seen (the seen matrix row, or ``seen_rows``).
             allowed_items: if given, only these internal item indices may be returned.
             excluded_items: internal item indices never to return (a global deny list).
@@ -197,9 +198,7 @@ class CandidateGenerator:
         offset). Rows are -1 / -inf padded at the end only when that user has fewer than k
         valid items in total.
         """
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _clip_k(k, self.n_items)
         fallback = self.fallback if fallback is None else fallback
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -279,11 +278,10 @@ class CandidateGenerator:
         Uses a cosine index over the item factors (``model.item_factors``, no bias; exact Flat
         unless ``similar_index`` was given). With ``exclude_self`` the query item itself is
         not returned. Rows are -1 / -inf padded only when fewer than k other items exist (or
-        an approximate ``similar_index`` found fewer).
+        an approximate ``similar_index`` found fewer). A k above the number of items is clipped
+        to it.
         """
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _clip_k(k, self.n_items)
         items = check_item_ids(item_ids, self.n_items, "item_ids")
         index, factors = self._similarity()
         fetch = min(k + int(exclude_self), index.max_k)
@@ -404,7 +402,7 @@ class CandidateGenerator:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 fetch = min(2 * fetch, index.max_k)
-                nprobe = None if nprobe is None else 2 * nprobe
+                nprobe = None if nprobe is None else min(2 * nprobe, index.max_nprobe or nprobe)
                 ef = None if ef is None else 2 * ef
             ids, _ = index.search(
                 queries[pending],
@@ -483,6 +481,18 @@ class CandidateGenerator:
             dim=factors.shape[1], n_items=factors.shape[0], what="the item factors"
         )
         return index, factors
+
+
+def _clip_k(k: Any, n_items: int) -> int:
+    """``k`` as an int in [1, n_items]: larger values are clipped (a row never holds more items
+    than the catalog, and a (users, k) result for a huge k would not fit in memory)."""
+    try:
+        whole = not isinstance(k, bool) and int(k) == k
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or k < 1:
+        raise ValueError(f"k must be >= 1 and a whole number, got {k!r}")
+    return int(min(int(k), max(n_items, 1)))
 
 
 def _seen_hits(seen_rows: sp.csr_matrix, ids: np.ndarray, n_items: int) -> np.ndarray:

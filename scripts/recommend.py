@@ -8,8 +8,10 @@
 Users and items are given by their external ids (the ids of the dataset's files). Candidates
 come through the run's saved Faiss index (``items.faiss``) with each user's training items
 excluded; similar items are the nearest items by cosine over the item factors. Options:
-``k`` (default 10), ``exclude_seen`` (default true), ``format=json`` for machine-readable output.
-Errors (unknown user, missing run folder, ...) print one line and exit with status 2.
+``k`` (default 10; above the number of items it is clipped to it, with a note on stderr, as
+``implicit`` does), ``exclude_seen`` (default true), ``format=json`` for machine-readable output.
+Errors (unknown user, bad k, missing run folder, damaged index, ...) print one line and exit with
+status 2.
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ def _external(ids: np.ndarray, value: str) -> Any:
         except ValueError:
             return None
     return value
+
+
+def _parse_k(value: str) -> int:
+    """The ``k=`` argument as an integer >= 1 (ValueError naming the key otherwise)."""
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ValueError(f"k={value}: must be an integer >= 1")
+    return k
+
+
+def _clip_k(k: int, run: SavedRun) -> int:
+    """``k`` clipped to the number of items of the run's model, noting it on stderr."""
+    n_items = int(run.model.n_items)
+    if k > n_items:
+        print(
+            f"note: k={k} is more than the {n_items} items; showing at most {n_items}",
+            file=sys.stderr,
+        )
+        return n_items
+    return k
 
 
 def _title(run: SavedRun, item: int) -> str:
@@ -137,18 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(
                 "usage: recommend.py run_dir=<run folder> user=<id>[,<id>...] | item=<id or title>"
             )
-        k = int(args.get("k", ["10"])[-1])
-        if k < 1:
-            raise ValueError(f"k={k}: must be an integer >= 1")
+        k = _parse_k(args.get("k", ["10"])[-1])
+        for key in ("user", "item"):
+            if key in args and not args[key]:
+                raise ValueError(f"{key}=: give at least one {key} id")
         exclude = args.get("exclude_seen", ["true"])[-1].lower() not in ("false", "0", "no")
         as_json = args.get("format", ["text"])[-1] == "json"
         run = load_run(Path(args["run_dir"][-1]), device=args.get("device", ["cpu"])[-1])
+        k = _clip_k(k, run)
         result: dict[str, Any] = {}
         if "user" in args:
             result["users"] = recommend_users(run, args["user"], k=k, exclude_seen=exclude)
         if "item" in args:
             result["similar"] = [similar_items(run, q, k=k) for q in args["item"]]
-    except (KeyError, ValueError, FileNotFoundError, LookupError) as err:
+    except (KeyError, ValueError, OSError, LookupError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2

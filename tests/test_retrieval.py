@@ -304,3 +304,34 @@ def test_folded_in_users_and_similar_items_match_the_model(als_model) -> None:
     want_ids, want_sims = model.similar_items(items, 7)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+
+
+def test_retries_double_nprobe_only_up_to_nlist() -> None:
+    """A short row is searched again with twice the nprobe: never more than the index's lists."""
+    index = build_index(MODEL.item_embeddings(), "ivf", nlist=8, nprobe=5, mips_to_l2=False)
+    gen = CandidateGenerator(MODEL, index, SEEN, exact_below=0, max_retries=3)
+    users = np.arange(N_USERS)
+    allowed = np.random.default_rng(8).choice(N_ITEMS, 100, replace=False)
+    ids, scores = gen.candidates(users, 90, allowed_items=allowed, exclude_seen=False)
+    check_valid(ids, scores, users, 90, allowed=allowed, seen=sp.csr_matrix(SEEN.shape))
+    np.testing.assert_array_equal(
+        np.sort(ids, axis=1), np.sort(reference(users, 90, seen=None, allowed=allowed)[0], axis=1)
+    )
+
+
+def test_k_above_the_catalog_is_clipped_to_it(indexes) -> None:
+    """Like implicit: a huge k gives every valid item, not a (users, k) allocation."""
+    gen = CandidateGenerator(MODEL, indexes["hnsw"], SEEN)
+    users = np.array([1, 2])
+    ids, scores = gen.candidates(users, 10**11)
+    want_ids, want_scores = gen.candidates(users, N_ITEMS)
+    assert ids.shape == (2, N_ITEMS)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    sim_ids, _ = gen.similar_items([4], k=10**11)
+    assert sim_ids.shape == (1, N_ITEMS) and 4 not in sim_ids[0]
+    for bad in (0, -3, 2.5, "ten"):
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            gen.candidates(users, bad)
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            gen.similar_items([4], k=bad)

@@ -25,7 +25,7 @@ import numpy as np
 
 from recsys.index.errors import IndexMismatchError
 from recsys.index.gpu import GPU_MAX_K, faiss_gpu_count, is_hnsw
-from recsys.index.params import search_params
+from recsys.index.params import check_nprobe, ivf_inside, search_params
 from recsys.index.shards import combine_shards, merge_shard_results, shard_list
 from recsys.index.sidecar import (
     SIDECAR_FORMAT,
@@ -117,6 +117,8 @@ class ItemIndex:
         self._selector_support: bool | None = None
         subs = shard_list(index)
         self._shards: list[faiss.Index] | None = subs
+        ivf = ivf_inside(self._base())
+        self._nlist: int | None = None if ivf is None else int(ivf.nlist)
         if subs is not None:
             if not faiss.downcast_index(index).successive_ids:
                 raise IndexMismatchError(
@@ -147,6 +149,18 @@ class ItemIndex:
     def _base(self) -> Any:
         """The index whose type decides search parameters (the first shard when sharded)."""
         return faiss.downcast_index(self.index if self._shards is None else self._shards[0])
+
+    @property
+    def nlist(self) -> int | None:
+        """The IVF list count (per shard) that ``nprobe`` may not exceed; None without IVF."""
+        return self._nlist
+
+    @property
+    def max_nprobe(self) -> int | None:
+        """Largest nprobe a search may use: :attr:`nlist`, at most 2048 on the GPU."""
+        if self._nlist is None:
+            return None
+        return min(self._nlist, GPU_MAX_K) if self.device == "gpu" else self._nlist
 
     @property
     def exact(self) -> bool:
@@ -216,7 +230,8 @@ class ItemIndex:
             allowed: optional boolean mask over items; only items with True are returned.
                 Applied inside Faiss with an IDSelectorBitmap where the index supports
                 selectors, and always re-checked afterwards (GPU indexes ignore selectors).
-            nprobe / ef_search: per-call overrides of the IVF / HNSW search parameters.
+            nprobe / ef_search: per-call overrides of the IVF / HNSW search parameters;
+                ``nprobe`` above :attr:`nlist` raises ValueError.
 
         Returns ids (internal item indices) and scores where higher is better: the inner
         product (metric "ip", also through the MIPS-to-L2 transform), the cosine similarity
@@ -237,6 +252,7 @@ class ItemIndex:
                 )
             if allowed.all():
                 allowed = None
+        self._check_nprobe(self.params.get("nprobe") if nprobe is None else nprobe)
         q = self.prepare_queries(queries)
         if q.shape[0] == 0:
             return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
@@ -251,6 +267,10 @@ class ItemIndex:
         if invalid.any():
             ids, scores = _compact(ids, scores, invalid)
         return ids, scores
+
+    def _check_nprobe(self, nprobe: int | None) -> None:
+        """Refuse an nprobe above the list count (per shard) or the GPU limit; see check_nprobe."""
+        check_nprobe(nprobe, self.nlist, gpu=self.device == "gpu")
 
     def _to_scores(self, distances: np.ndarray, q: np.ndarray) -> np.ndarray:
         if self.mips_to_l2:
@@ -284,7 +304,7 @@ class ItemIndex:
             probe = nprobe if nprobe is not None else self.params.get("nprobe")
             for sub in [self.index] if self._shards is None else self._shards:
                 if probe is not None and hasattr(sub, "nprobe"):
-                    sub.nprobe = int(min(max(1, probe), GPU_MAX_K))
+                    sub.nprobe = int(probe)  # in [1, min(nlist, GPU_MAX_K)]: checked by search()
             return self.index.search(q, k)
         if self._shards is not None and allowed is not None:
             return self._sharded_filtered_search(q, k, allowed, nprobe, ef_search)
@@ -367,6 +387,9 @@ class ItemIndex:
     ) -> None:
         """Change the default nprobe (IVF) / efSearch (HNSW) used by later searches.
 
+        ``nprobe`` must be in [1, :attr:`nlist`]: a value above the list count raises
+        ValueError naming both, like ``build_index`` does.
+
         ``k_factor`` applies to refined factory indexes (e.g. "IVF4096,SQ8,RFlat"): the inner
         index returns k_factor * k candidates, which are re-scored exactly.
         """
@@ -375,8 +398,7 @@ class ItemIndex:
                 raise ValueError(f"k_factor must be >= 1, got {k_factor}")
             self.params["k_factor"] = float(k_factor)
         if nprobe is not None:
-            if nprobe < 1:
-                raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+            self._check_nprobe(nprobe)
             self.params["nprobe"] = int(nprobe)
         if ef_search is not None:
             if ef_search < 1:

@@ -7,13 +7,46 @@ from typing import Any
 import faiss
 import numpy as np
 
+from recsys.index.gpu import GPU_MAX_K
+
+
+def ivf_inside(base: Any) -> Any:
+    """The IndexIVF whose ``nprobe`` a search sets: ``base`` itself, or the index a refine
+    step wraps; None for other indexes."""
+    if isinstance(base, faiss.IndexRefine):
+        base = faiss.downcast_index(base.base_index)
+    return base if isinstance(base, faiss.IndexIVF) else None
+
+
+def check_nprobe(nprobe: int | None, nlist: int | None, *, gpu: bool = False) -> None:
+    """Raise ValueError unless ``nprobe`` is None or in [1, nlist] (any value >= 1 without IVF),
+    and at most ``GPU_MAX_K`` on the GPU.
+
+    Faiss would probe at most ``nlist`` lists anyway; refusing (as ``build_index`` does) instead
+    of clamping keeps a mistyped setting from passing for a tuned one.
+    """
+    if nprobe is None:
+        return
+    if nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    if nlist is not None and nprobe > nlist:
+        raise ValueError(
+            f"nprobe={nprobe} is larger than nlist={nlist}: an IVF index cannot probe more lists "
+            f"than it has; pass nprobe <= {nlist}"
+        )
+    if gpu and nlist is not None and nprobe > GPU_MAX_K:
+        raise ValueError(
+            f"nprobe={nprobe} is above {GPU_MAX_K}, the most a Faiss GPU index probes; pass "
+            f"nprobe <= {GPU_MAX_K} or search on the CPU"
+        )
+
 
 def base_search_params(base: Any, k: int, selector: Any, nprobe: int | None, ef: int | None) -> Any:
     """SearchParameters for a plain (unrefined) Faiss index, or None when nothing is needed."""
     if isinstance(base, faiss.IndexIVF):
         kwargs: dict[str, Any] = {}
         if nprobe is not None:
-            kwargs["nprobe"] = int(min(max(1, nprobe), base.nlist))
+            kwargs["nprobe"] = int(nprobe)  # in [1, nlist]: see check_nprobe
         if selector is not None:
             kwargs["sel"] = selector
         return faiss.SearchParametersIVF(**kwargs) if kwargs else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,35 +100,92 @@ def write_sidecar(path: Path, meta: dict[str, Any]) -> Path:
     return side
 
 
+#: Sidecar fields every reader needs, with the JSON types they must have.
+_REQUIRED = {
+    "kind": str,
+    "metric": str,
+    "dim": int,
+    "index_dim": int,
+    "n_items": int,
+    "item_id_type": str,
+    "item_ids": list,
+    "index_sha256": str,
+}
+#: Fields a sidecar may leave out (or set to null), with the JSON types they must have otherwise.
+_OPTIONAL = {"shards": int, "shard_sizes": list, "shard_bytes": list, "params": dict}
+
+
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed sidecar of index file ``path`` (raises FileNotFoundError naming it)."""
+    """The parsed sidecar of index file ``path``, with its required fields checked.
+
+    Raises FileNotFoundError naming it when it is missing and IndexMismatchError naming it when
+    it is not JSON, another format version, or lacks a field (or has one of the wrong type).
+    """
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(
             f"index sidecar {side} not found: an index must be saved with "
             "recsys.index.save_index, which writes the .faiss file and its .json sidecar"
         )
-    with open(side, encoding="utf-8") as f:
-        meta = json.load(f)
+    try:
+        with open(side, encoding="utf-8") as f:
+            meta = json.load(f)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise IndexMismatchError(
+            f"index sidecar {side} is not valid JSON ({err}); re-export the index with "
+            "scripts/export_index.py"
+        ) from None
+    if not isinstance(meta, dict):
+        raise IndexMismatchError(
+            f"index sidecar {side} holds a JSON {type(meta).__name__}, not an object; re-export "
+            "the index with scripts/export_index.py"
+        )
     if meta.get("format") != SIDECAR_FORMAT:
         raise IndexMismatchError(
             f"{side} has sidecar format {meta.get('format')!r}, this code reads "
             f"{SIDECAR_FORMAT}; re-export the index"
         )
+    for key, kind in [*_REQUIRED.items(), *_OPTIONAL.items()]:
+        value = meta.get(key)
+        if key in _OPTIONAL and value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise IndexMismatchError(
+                f"index sidecar {side}: field {key!r} must be a JSON {kind.__name__}, got "
+                f"{value!r:.60}; re-export the index with scripts/export_index.py"
+            )
     return meta
+
+
+def faiss_error(err: BaseException) -> str:
+    """The reason of a Faiss exception, without the C++ function and source location."""
+    text = " ".join(str(err).split())
+    return re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", text)
+
+
+def unreadable(path: Path, what: str, err: BaseException) -> IndexMismatchError:
+    """The error for Faiss bytes that cannot be read back: one line naming the file and the fix."""
+    return IndexMismatchError(
+        f"{what} of {path} cannot be read by Faiss ({faiss_error(err)}): the file is damaged or "
+        "not a Faiss index; re-export it with scripts/export_index.py"
+    )
 
 
 def read_faiss(path: Path, meta: dict[str, Any]) -> faiss.Index:
     """The Faiss index of ``path``: a plain Faiss file, or the shards a sharded save wrote."""
     shards = int(meta.get("shards") or 1)
     if shards == 1:
-        return faiss.read_index(str(path))
+        try:
+            return faiss.read_index(str(path))
+        except (RuntimeError, MemoryError) as err:
+            raise unreadable(path, "the index", err) from None
     sizes = meta.get("shard_sizes") or []
     lengths = meta.get("shard_bytes") or []
     if len(sizes) != shards or len(lengths) != shards or sum(lengths) != path.stat().st_size:
         raise IndexMismatchError(
-            f"{sidecar_path(path).name} describes {shards} shards but its shard_sizes / "
-            f"shard_bytes do not fit {path.name} ({path.stat().st_size} bytes); re-export the index"
+            f"{sidecar_path(path)} describes {shards} shards but its shard_sizes / shard_bytes "
+            f"do not fit {path.name} ({path.stat().st_size} bytes); re-export the index with "
+            "scripts/export_index.py"
         )
     parts = []
     with open(path, "rb") as f:
@@ -135,10 +193,8 @@ def read_faiss(path: Path, meta: dict[str, Any]) -> faiss.Index:
             blob = np.frombuffer(f.read(int(length)), dtype=np.uint8)
             try:
                 part = faiss.deserialize_index(blob)
-            except RuntimeError as err:
-                raise IndexMismatchError(
-                    f"shard {s} of {path} cannot be read ({err}); re-export the index"
-                ) from None
+            except (RuntimeError, MemoryError) as err:
+                raise unreadable(path, f"shard {s}", err) from None
             if int(part.ntotal) != int(size):
                 raise IndexMismatchError(
                     f"shard {s} of {path} holds {part.ntotal} items but the sidecar says {size}; "

@@ -138,7 +138,8 @@ class CholeskySolver(Solver):
         low, high = _regularization_range(problem) if problem.buckets else (1.0, 1.0)
         if not float(eigenvalues.min()) + low > 0:
             raise FloatingPointError(
-                "a per-row system is singular (regularization 0 and no all-pairs weight); "
+                "a per-row system is singular: regularization is 0 and the term shared by all "
+                "rows (the all-pairs weight times the fixed side's Gram matrix) is singular; "
                 "set regularization > 0"
             )
         if not self._rotates(problem):
@@ -198,18 +199,21 @@ class CholeskySolver(Solver):
         d, h = problem.entry_terms(chunk)
         # u: targets scaled like the rows of W (B, 1, n), in a buffer the solve may overwrite
         u = ws.take("u", (b, 1, n), like)
+        # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
+        r = None
+        if problem.offsets is not None or problem.prior_precision is not None:
+            r = (m_isqrt * state.rotated_offset_rhs).unsqueeze(1)
         if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
             u.copy_(h.unsqueeze(1))
         else:
+            if chunk.zero_weight:  # entries with d = 0 are in c but not in W^T u: move to r
+                r = self._subtract_unweighted(w, d, h, m_isqrt, state.prescaled, r)
+                h = torch.where(d > 0, h, 0.0)
             sqrt_d = d.sqrt()
             w.mul_(sqrt_d.unsqueeze(-1))
             torch.div(h, sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), out=u.squeeze(1))
         if not state.prescaled:
             w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
-        # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
-        r = None
-        if problem.offsets is not None or problem.prior_precision is not None:
-            r = (m_isqrt * state.rotated_offset_rhs).unsqueeze(1)
         if problem.noise_scale > 0:
             u, r = self._perturb(problem, u, r)
         if self.use_woodbury(n, k):
@@ -229,6 +233,27 @@ class CholeskySolver(Solver):
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state.failed)
         return x.squeeze(1).mul_(m_isqrt)
+
+    @staticmethod
+    def _subtract_unweighted(
+        zq: torch.Tensor,
+        d: torch.Tensor,
+        h: torch.Tensor,
+        m_isqrt: torch.Tensor,
+        prescaled: bool,
+        r: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """r - M^-1/2 Zq^T h0, h0 the targets of the entries of weight d = 0 (B, 1, k).
+
+        The right-hand side c = M^-1/2 Zq^T h - r is written W^T u - r with W = D^1/2 Zq M^-1/2
+        and u = D^-1/2 h, which loses entries whose d is 0 (their row of W is zero); moving their
+        part of Zq^T h into r keeps c exact. `zq` is the gathered (unscaled by D) rows.
+        """
+        unweighted = torch.where(d == 0, h, 0.0).unsqueeze(1)
+        part = torch.bmm(unweighted, zq)
+        if not prescaled:
+            part.mul_(m_isqrt.unsqueeze(1))
+        return part.neg_() if r is None else r - part
 
     @staticmethod
     def _perturb(

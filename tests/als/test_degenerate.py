@@ -1,0 +1,80 @@
+"""Degenerate settings that once trained silently wrong models: zero observed weights (hkv with
+alpha = 0), factors collapsing under a huge regularization, ill-conditioned solves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys.als import ALS, TrainingError
+from recsys.als.weightings.hkv import HuKorenVolinsky
+
+from .reference import random_matrix, reference_user_update
+
+BLOCKS = sp.csr_matrix(np.kron(np.eye(2), np.ones((5, 5))))
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_hkv_with_alpha_zero_learns_the_blocks(solver):
+    """alpha = 0 is implicit's objective on binary data (weight 1 per observed pair): the
+    observed weight d is 0 but the target still counts."""
+    model = ALS(n_factors=2, regularization=0.1, alpha=0.0, use_bias=False, solver=solver)
+    model.fit(BLOCKS)
+    inside, across = model.predict([0, 0], [0, 9])
+    assert inside > 0.9 and abs(across) < 0.01
+
+
+@dataclass
+class _SomeZeroWeights(HuKorenVolinsky):
+    """Weight 0 on the entries of value 1, alpha * (r - 1) on the others."""
+
+    def observed_weight(self, values: torch.Tensor) -> torch.Tensor:
+        return self.alpha * (values - 1.0)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("n_factors", [6, 24])  # mostly direct / mostly Woodbury
+@pytest.mark.parametrize("weighting", [HuKorenVolinsky(alpha=0.0), _SomeZeroWeights(alpha=2.0)])
+def test_zero_observed_weights_solve_exactly(weighting, n_factors, use_bias):
+    dense = random_matrix(seed=5)
+    model = ALS(
+        n_factors=n_factors, regularization=0.1, weighting=weighting, use_bias=use_bias,
+        iterations=2,
+    ).fit(sp.csr_matrix(dense))  # fmt: skip
+    xs, bs = reference_user_update(model, dense)
+    factors, bias = model.fold_in_factors(sp.csr_matrix(dense))
+    assert np.abs(factors.double().numpy() - xs).max() / np.abs(xs).max() < 1e-5
+    if use_bias:
+        assert np.abs(bias.double().numpy() - bs).max() / np.abs(bs).max() < 1e-5
+
+
+def test_hkv_alpha_zero_without_regularization_trains():
+    model = ALS(n_factors=2, regularization=0.0, alpha=0.0, use_bias=False).fit(BLOCKS)
+    inside, across = model.predict([0, 0], [0, 9])
+    assert inside > 0.9 and abs(across) < 0.01
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weighting", ["hkv", "ials", "explicit"])
+def test_factors_collapsed_by_huge_regularization_fail_the_fit(weighting, dtype):
+    reg = 1e38 if dtype == "float32" else 1e300
+    model = ALS(n_factors=4, regularization=reg, weighting=weighting, dtype=dtype, iterations=3)
+    with pytest.raises(
+        TrainingError, match=r"(collapsed at epoch 1|exceeds the range).*lower regularization"
+    ):
+        model.fit(sp.csr_matrix(random_matrix(seed=1)))
+
+
+def test_collapse_is_one_line_and_a_floating_point_error():
+    with pytest.raises(FloatingPointError) as info:
+        ALS(n_factors=4, regularization=1e38).fit(BLOCKS)
+    assert "\n" not in str(info.value) and "regularization=1e+38" in str(info.value)
+
+
+def test_an_empty_matrix_is_not_a_collapse():
+    model = ALS(n_factors=4).fit(sp.csr_matrix((3, 4), dtype=np.float32))
+    assert model.n_users == 3

@@ -32,6 +32,7 @@ def collapsed(epoch: int, side: str, largest: float, regularization: float) -> T
     at (0-based) `epoch`."""
     return TrainingError(
         f"training collapsed at epoch {epoch + 1}: every {side[:-1]} factor is (nearly) zero "
-        f"(largest magnitude {largest:.3g}), so scores no longer depend on the factors; "
-        f"regularization={regularization:g} overwhelms the data: lower regularization"
+        f"(largest magnitude {largest:.3g}), so scores no longer depend on the factors: "
+        f"regularization={regularization:g} overwhelms the data (lower regularization), or "
+        "nothing is left to learn beyond the global mean and biases (constant values)"
     )

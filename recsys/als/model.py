@@ -24,6 +24,7 @@ from recsys.als.equations import NormalEquations
 from recsys.als.persistence import load_model, save_model
 from recsys.als.posterior import sample_posterior
 from recsys.als.solvers import SOLVERS, Solver
+from recsys.als.solvers.cholesky import CholeskySolver
 from recsys.als.training import Callback, LocalStrategy, train
 from recsys.als.weightings import WEIGHTINGS, Weighting
 from recsys.scoring import topk_items
@@ -238,6 +239,13 @@ class ALS:
             device=self.device,
             dtype=self.dtype,
         )
+
+    def exact_equations(self) -> NormalEquations:
+        """`equations` with an exact solver: the model's own, or `CholeskySolver` when the model
+        trains with an approximate one (a few CG steps from zero are far from a new row's
+        solution; `implicit` also recalculates users with Cholesky for this reason)."""
+        eq = self.equations()
+        return eq if self.solver.exact else dataclasses.replace(eq, solver=CholeskySolver())
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -501,8 +509,9 @@ class ALS:
     def fold_in_factors(self, user_items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Factors (and biases) of users given by their rows, against the fixed item side.
 
-        Each row is one exact solve of the same normal equations training uses, so a training
-        user's row reproduces its trained vector (with the exact solver).
+        Each row is one exact solve of the same normal equations training uses, whatever the
+        training solver, so a training user's row reproduces its trained vector (with the
+        exact solver; after a user half-epoch).
         """
         self._require_fitted()
         self._require_single("fold in users")
@@ -516,8 +525,8 @@ class ALS:
             else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
-        eq = self.equations()
-        with self.solver.scratch():
+        eq = self.exact_equations()
+        with eq.solver.scratch():
             return eq.solve_copy(
                 eq.rows(rows), self.item_factors, self.item_bias, current, current_bias
             )
@@ -530,14 +539,16 @@ class ALS:
         return factors.float().cpu().numpy()
 
     def partial_fit_users(self, user_ids: Any, user_items: Any) -> None:
-        """Recompute (or add, for ids >= n_users) the given users from their rows."""
+        """Recompute (or add, for ids >= n_users) the given users from their rows (one exact
+        solve each, as `fold_in_factors`)."""
         factors, bias = self.fold_in_factors(user_items)
         self.user_factors, self.user_bias = self._scatter(
             self.user_factors, self.user_bias, user_ids, factors, bias
         )
 
     def partial_fit_items(self, item_ids: Any, item_users: Any) -> None:
-        """Recompute (or add) the given items from their columns (rows: item x users CSR)."""
+        """Recompute (or add) the given items from their columns (rows: item x users CSR), one
+        exact solve each."""
         self._require_fitted()
         self._require_single("refit items")
         cols, _ = _as_csr(item_users, "item_users")
@@ -548,8 +559,8 @@ class ALS:
         self.weighting.check_values(torch.from_numpy(cols.data))
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
-        eq = self.equations()
-        with self.solver.scratch():
+        eq = self.exact_equations()
+        with eq.solver.scratch():
             factors, bias = eq.solve_copy(
                 eq.rows(cols), self.user_factors, self.user_bias, zeros, bias0
             )

@@ -42,8 +42,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _as_csr(user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
-    """The CSR matrix of `user_items` (a scipy CSR or a recsys Interactions) and the source."""
+def _as_csr(
+    user_items: Any, name: str = "user_items", *, keep_zeros: bool = False
+) -> tuple[sp.csr_matrix, Any]:
+    """The CSR matrix of `user_items` (a scipy CSR or a recsys Interactions) and the source;
+    stored zeros are dropped unless `keep_zeros` (ratings, where a 0 is a value)."""
     matrix = getattr(user_items, "matrix", user_items)
     if not sp.issparse(matrix) or matrix.format != "csr":
         kind = type(matrix).__name__ if not sp.issparse(matrix) else f"sparse {matrix.format}"
@@ -53,7 +56,8 @@ def _as_csr(user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, A
         )
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.sum_duplicates()
-    matrix.eliminate_zeros()
+    if not keep_zeros:
+        matrix.eliminate_zeros()
     return matrix, user_items
 
 
@@ -225,6 +229,12 @@ class ALS:
     def n_items(self) -> int:
         return 0 if self.item_factors is None else self.item_factors.shape[0]
 
+    def _interactions(self, user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
+        """`_as_csr` under this model's weighting: a stored 0 is a rating where scores estimate
+        the values (`uses_global_mean`), and no interaction for implicit weightings (where it
+        would still get a target)."""
+        return _as_csr(user_items, name, keep_zeros=self.weighting.uses_global_mean)
+
     def equations(self) -> NormalEquations:
         """The normal equations of a side given the other, with the model's current settings."""
         return NormalEquations(
@@ -268,7 +278,7 @@ class ALS:
         The factor tensors are updated in place every epoch: a callback that keeps an epoch's
         factors must copy them.
         """
-        matrix, source = _as_csr(user_items)
+        matrix, source = self._interactions(user_items)
         self._start(matrix, source, resume)
         with self.solver.scratch():
             if distributed:
@@ -354,7 +364,7 @@ class ALS:
             )
         if prior not in ("learned", "fixed"):
             raise ValueError(f"prior must be 'learned' or 'fixed', got {prior!r}")
-        matrix, _ = _as_csr(user_items)
+        matrix, _ = self._interactions(user_items)
         if matrix.shape != (self.n_users, self.n_items):
             raise ValueError(
                 f"user_items is {matrix.shape[0]} x {matrix.shape[1]} but the model was fitted "
@@ -469,7 +479,7 @@ class ALS:
         if filter_seen:
             if user_items is None:
                 raise ValueError("filter_seen=True needs user_items (one row per user id)")
-            exclude, _ = _as_csr(user_items)
+            exclude, _ = self._interactions(user_items)
             if exclude.shape != (users.numel(), self.n_items):
                 raise ValueError(
                     f"user_items must have one row per user id and one column per item: "
@@ -515,7 +525,7 @@ class ALS:
         """
         self._require_fitted()
         self._require_single("fold in users")
-        rows, _ = _as_csr(user_items)
+        rows, _ = self._interactions(user_items)
         if rows.shape[1] != self.n_items:
             raise ValueError(f"rows must have {self.n_items} columns (items), got {rows.shape[1]}")
         self.weighting.check_values(torch.from_numpy(rows.data))
@@ -551,7 +561,7 @@ class ALS:
         exact solve each."""
         self._require_fitted()
         self._require_single("refit items")
-        cols, _ = _as_csr(item_users, "item_users")
+        cols, _ = self._interactions(item_users, "item_users")
         if cols.shape[1] != self.n_users:
             raise ValueError(
                 f"item_users must have {self.n_users} columns (users), got {cols.shape[1]}"

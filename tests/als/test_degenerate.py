@@ -78,3 +78,33 @@ def test_collapse_is_one_line_and_a_floating_point_error():
 def test_an_empty_matrix_is_not_a_collapse():
     model = ALS(n_factors=4).fit(sp.csr_matrix((3, 4), dtype=np.float32))
     assert model.n_users == 3
+
+
+def _with_stored_zeros() -> sp.csr_matrix:
+    """Ratings 0, 5 / 0, 5: the zeros are stored entries."""
+    data = np.array([0.0, 5.0, 0.0, 5.0])
+    return sp.csr_matrix((data, ([0, 0, 1, 1], [0, 1, 0, 1])), shape=(2, 2))
+
+
+def test_explicit_ratings_of_zero_are_ratings():
+    ratings = _with_stored_zeros()
+    assert ratings.nnz == 4
+    model = ALS(n_factors=2, regularization=0.01, weighting="explicit", iterations=5)
+    model.fit(ratings)
+    assert model.global_bias == pytest.approx(2.5)
+    low, high = model.predict([0, 0], [0, 1])
+    assert low < 1.0 and high > 4.0  # the 0 pulls its item down, as rating metrics assume
+    # fold-in sees the 0 as well: user 0 folded in without it scores item 0 differently
+    without = ratings.copy()
+    without.eliminate_zeros()
+    scores = [model.fold_in(rows) @ model.item_embeddings()[0] for rows in (ratings, without)]
+    assert not np.allclose(scores[0], scores[1], atol=0.1)
+
+
+def test_implicit_stored_zeros_are_no_interactions():
+    zeros = _with_stored_zeros()
+    dropped = zeros.copy()
+    dropped.eliminate_zeros()
+    a = ALS(n_factors=2, iterations=3).fit(zeros)
+    b = ALS(n_factors=2, iterations=3).fit(dropped)
+    assert torch.equal(a.item_factors, b.item_factors)

@@ -29,6 +29,7 @@ class Weighting(abc.ABC):
     name: str = ""
     #: whether scores carry a global mean rather than 0 for unobserved pairs: scores then
     #: estimate the observed values themselves (explicit ratings), so rating metrics apply
+    #: and a stored 0 is a rating (for the others it is no interaction and is dropped)
     uses_global_mean: bool = False
     #: whether negative values are meaningless for this weighting (implicit confidences)
     requires_nonnegative: bool = True

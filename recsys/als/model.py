@@ -61,6 +61,26 @@ def _as_csr(
     return matrix, user_items
 
 
+def _index_array(ids: Any, what: str) -> np.ndarray:
+    """`ids` as a flat int64 array of internal indices; whole floats (1.0) pass, anything else
+    (1.7, NaN, booleans, strings) is refused instead of being truncated to a wrong row."""
+    arr = np.asarray(ids).reshape(-1)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if whole.all():
+            return arr.astype(np.int64)
+        shown = arr[~whole]
+    else:
+        shown = arr
+    more = f" (and {shown.size - 5} more)" if shown.size > 5 else ""
+    raise ValueError(
+        f"{what} ids must be integer internal indices, got {arr.dtype} values "
+        f"{shown[:5].tolist()}{more}; map external ids to indices (user_ids / item_ids) first"
+    )
+
+
 def _ids_to_array(ids: Any) -> np.ndarray | None:
     """External ids as a numpy array that `np.savez` can store without pickle."""
     if ids is None:
@@ -410,7 +430,7 @@ class ALS:
             raise RuntimeError("the model is not fitted yet: call fit() or ALS.load() first")
 
     def _index_tensor(self, ids: Any, n: int, what: str) -> torch.Tensor:
-        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        idx = torch.as_tensor(_index_array(ids, what), device=self.device)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(
                 f"{what} ids must be internal indices in [0, {n}); got out-of-range ids"
@@ -580,7 +600,7 @@ class ALS:
 
     def _scatter(self, table, table_bias, ids, factors, bias):
         """Write rows into a factor table, growing it with zero rows for new ids."""
-        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        idx = torch.as_tensor(_index_array(ids, "partial fit"), device=self.device)
         if idx.numel() != factors.shape[0]:
             raise ValueError(f"got {idx.numel()} ids but {factors.shape[0]} rows")
         if idx.numel() and int(idx.min()) < 0:

@@ -216,3 +216,30 @@ def test_load_rejects_truncated_empty_and_object_files(tmp_path):
         with pytest.raises(ValueError, match="not a recsys ALS model file") as info:
             ALS.load(tmp_path / name)
         assert name in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [[1.7], [np.nan], [True], ["1"], np.array([0.5, 2.0])])
+def test_non_integer_ids_are_refused_not_truncated(bad):
+    dense = random_matrix(seed=3)
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(dense))
+    calls = [
+        lambda: model.recommend(bad, filter_seen=False),
+        lambda: model.recommend([0], filter_seen=False, items=bad),
+        lambda: model.recommend([0], filter_seen=False, filter_items=bad),
+        lambda: model.predict(bad, [0] * len(bad)),
+        lambda: model.predict([0] * len(bad), bad),
+        lambda: model.similar_items(bad),
+        lambda: model.user_embeddings(bad),
+        lambda: model.partial_fit_users(bad, sp.csr_matrix(dense[: len(bad)])),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="ids must be integer internal indices") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_whole_float_ids_still_work():
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(random_matrix(seed=3)))
+    np.testing.assert_array_equal(
+        model.predict(np.array([1.0, 2.0]), np.array([3.0, 4.0])), model.predict([1, 2], [3, 4])
+    )

@@ -21,6 +21,8 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als.equations import NormalEquations
+from recsys.als.footprint import check_fit_memory
+from recsys.als.inputs import as_csr, ids_to_array, index_array
 from recsys.als.persistence import load_model, save_model
 from recsys.als.posterior import sample_posterior
 from recsys.als.solvers import SOLVERS, Solver
@@ -40,53 +42,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available; use 'auto'")
     return resolved
-
-
-def _as_csr(
-    user_items: Any, name: str = "user_items", *, keep_zeros: bool = False
-) -> tuple[sp.csr_matrix, Any]:
-    """The CSR matrix of `user_items` (a scipy CSR or a recsys Interactions) and the source;
-    stored zeros are dropped unless `keep_zeros` (ratings, where a 0 is a value)."""
-    matrix = getattr(user_items, "matrix", user_items)
-    if not sp.issparse(matrix) or matrix.format != "csr":
-        kind = type(matrix).__name__ if not sp.issparse(matrix) else f"sparse {matrix.format}"
-        raise TypeError(
-            f"{name} must be a scipy.sparse CSR matrix (users x items) or recsys Interactions, "
-            f"got {kind}; convert with scipy.sparse.csr_matrix(...) or .tocsr()"
-        )
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.sum_duplicates()
-    if not keep_zeros:
-        matrix.eliminate_zeros()
-    return matrix, user_items
-
-
-def _index_array(ids: Any, what: str) -> np.ndarray:
-    """`ids` as a flat int64 array of internal indices; whole floats (1.0) pass, anything else
-    (1.7, NaN, booleans, strings) is refused instead of being truncated to a wrong row."""
-    arr = np.asarray(ids).reshape(-1)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64, copy=False)
-    if arr.dtype.kind == "f":
-        whole = np.isfinite(arr) & (arr == np.round(arr))
-        if whole.all():
-            return arr.astype(np.int64)
-        shown = arr[~whole]
-    else:
-        shown = arr
-    more = f" (and {shown.size - 5} more)" if shown.size > 5 else ""
-    raise ValueError(
-        f"{what} ids must be integer internal indices, got {arr.dtype} values "
-        f"{shown[:5].tolist()}{more}; map external ids to indices (user_ids / item_ids) first"
-    )
-
-
-def _ids_to_array(ids: Any) -> np.ndarray | None:
-    """External ids as a numpy array that `np.savez` can store without pickle."""
-    if ids is None:
-        return None
-    arr = np.asarray(ids)
-    return arr if arr.dtype.kind in "iuf" else arr.astype(str)
 
 
 def part_parameters() -> dict[str, dataclasses.Field]:
@@ -250,10 +205,10 @@ class ALS:
         return 0 if self.item_factors is None else self.item_factors.shape[0]
 
     def _interactions(self, user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
-        """`_as_csr` under this model's weighting: a stored 0 is a rating where scores estimate
+        """`as_csr` under this model's weighting: a stored 0 is a rating where scores estimate
         the values (`uses_global_mean`), and no interaction for implicit weightings (where it
         would still get a target)."""
-        return _as_csr(user_items, name, keep_zeros=self.weighting.uses_global_mean)
+        return as_csr(user_items, name, keep_zeros=self.weighting.uses_global_mean)
 
     def equations(self) -> NormalEquations:
         """The normal equations of a side given the other, with the model's current settings."""
@@ -299,6 +254,10 @@ class ALS:
         factors must copy them.
         """
         matrix, source = self._interactions(user_items)
+        if not (resume and self.is_fitted):
+            check_fit_memory(
+                matrix, self.n_factors, self.use_bias, self.dtype, self.solver.exact, self.device
+            )
         self._start(matrix, source, resume)
         with self.solver.scratch():
             if distributed:
@@ -331,8 +290,8 @@ class ALS:
                 value = getattr(self, name)
                 if value is not None:
                     setattr(self, name, value.clone(memory_format=torch.contiguous_format))
-        self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
-        self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
+        self.user_ids = ids_to_array(getattr(source, "user_ids", self.user_ids))
+        self.item_ids = ids_to_array(getattr(source, "item_ids", self.item_ids))
 
     def sample_posterior(
         self,
@@ -430,7 +389,7 @@ class ALS:
             raise RuntimeError("the model is not fitted yet: call fit() or ALS.load() first")
 
     def _index_tensor(self, ids: Any, n: int, what: str) -> torch.Tensor:
-        idx = torch.as_tensor(_index_array(ids, what), device=self.device)
+        idx = torch.as_tensor(index_array(ids, what), device=self.device)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(
                 f"{what} ids must be internal indices in [0, {n}); got out-of-range ids"
@@ -600,7 +559,7 @@ class ALS:
 
     def _scatter(self, table, table_bias, ids, factors, bias):
         """Write rows into a factor table, growing it with zero rows for new ids."""
-        idx = torch.as_tensor(_index_array(ids, "partial fit"), device=self.device)
+        idx = torch.as_tensor(index_array(ids, "partial fit"), device=self.device)
         if idx.numel() != factors.shape[0]:
             raise ValueError(f"got {idx.numel()} ids but {factors.shape[0]} rows")
         if idx.numel() and int(idx.min()) < 0:

@@ -108,3 +108,27 @@ def test_implicit_stored_zeros_are_no_interactions():
     a = ALS(n_factors=2, iterations=3).fit(zeros)
     b = ALS(n_factors=2, iterations=3).fit(dropped)
     assert torch.equal(a.item_factors, b.item_factors)
+
+
+@pytest.mark.parametrize(("dtype", "alpha"), [("float32", 1e30), ("float64", 1e300)])
+def test_ill_conditioned_solves_fail_the_fit(dtype, alpha):
+    model = ALS(n_factors=8, regularization=0.0, alpha=alpha, use_bias=False, dtype=dtype)
+    with pytest.raises(TrainingError, match="too ill-conditioned.*raise regularization") as info:
+        model.fit(sp.csr_matrix(random_matrix(seed=1)))
+    assert "\n" not in str(info.value) and "float64'" not in str(info.value)
+
+
+def test_float32_ill_conditioning_suggests_float64():
+    model = ALS(n_factors=8, regularization=0.0, alpha=1e9, use_bias=False)
+    with pytest.raises(TrainingError, match="use dtype='float64'"):
+        model.fit(sp.csr_matrix(random_matrix(seed=1)))
+    ALS(n_factors=8, regularization=0.0, alpha=1e9, use_bias=False, dtype="float64").fit(
+        sp.csr_matrix(random_matrix(seed=1))
+    )
+
+
+@pytest.mark.parametrize("weighting", ["hkv", "ials", "explicit"])
+def test_well_conditioned_fits_pass(weighting):
+    ALS(n_factors=16, weighting=weighting, alpha=40.0, iterations=3).fit(
+        sp.csr_matrix(random_matrix(seed=2))
+    )

@@ -29,11 +29,12 @@ x ~ N(A^-1 b, sigma^2 A^-1) exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from recsys.als.batching import Bucket
+from recsys.als.errors import TrainingError
 from recsys.als.solvers import SOLVERS
 from recsys.als.solvers.base import HalfProblem, Solver
 
@@ -49,15 +50,20 @@ class _Eigenbasis:
     failed: torch.Tensor  # () bool
     #: whether `rotated_fixed` is F Q M^-1/2 already (all rows share lambda, hence M)
     prescaled: bool
+    #: each chunk's largest Cholesky pivot (device scalars, read once per solve): the scaled
+    #: systems I + W^T W have every eigenvalue >= 1, so its square bounds the condition number
+    #: from below
+    pivots: list[torch.Tensor] = field(default_factory=list)
 
 
 def _cholesky_solve(
-    matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor, failed: torch.Tensor
+    matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor, state: _Eigenbasis
 ) -> None:
     """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous; only the upper
     triangle is read) is overwritten by its Cholesky factor and `rhs` (B, n, 1) by the solution
-    (`scratch`, like `rhs`, holds the half-way result). `failed` (a bool scalar) is set when a
-    matrix is not positive definite; the caller raises (`_raise_if_failed`) once all chunks ran.
+    (`scratch`, like `rhs`, holds the half-way result). `state.failed` is set when a matrix is
+    not positive definite and the chunk's largest pivot is kept in `state.pivots`; the caller
+    checks both (`_check_solves`) once all chunks ran.
 
     LAPACK works on column-major matrices; a symmetric matrix is its own transpose, so the
     column-major view `matrices.mT` is factorised in place, without the column-major copy that
@@ -67,20 +73,44 @@ def _cholesky_solve(
     factor = matrices.mT  # column-major; lower factor L after the call
     info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
     torch.linalg.cholesky_ex(factor, out=(factor, info))
+    failed = state.failed
     if failed.device.type == "cpu":  # chunk workers share `failed`: they only ever set it
         if info.any():
             failed.fill_(True)
     else:  # on the device, without a host sync per chunk (the GPU would idle at each)
         failed.logical_or_(info.any())
+    state.pivots.append(factor.diagonal(dim1=-2, dim2=-1).amax())  # list.append: thread-safe
     torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
     torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
 
 
-def _raise_if_failed(failed: torch.Tensor) -> None:
-    if bool(failed):
+#: condition numbers from which float64 keeps no correct digit either
+WIDEST = 1.0 / torch.finfo(torch.float64).eps
+
+
+def _check_solves(state: _Eigenbasis, dtype: torch.dtype) -> None:
+    """Raise when a chunk's matrix was not positive definite, or when the systems were so badly
+    conditioned that the solutions keep no correct digit (one host sync for both).
+
+    Every scaled system I + W^T W has eigenvalues >= 1, so the square of its largest Cholesky
+    pivot bounds its condition number from below; from 1 / eps of the dtype on (8.4e6 in
+    float32) the rounding errors of the solve are as large as the solution.
+    """
+    ones = torch.ones((), dtype=dtype, device=state.failed.device)
+    largest = torch.stack(state.pivots).amax() if state.pivots else ones
+    failed, pivot = torch.stack([state.failed.to(largest.dtype), largest]).tolist()
+    if failed:
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "
             "increase regularization or use dtype='float64'"
+        )
+    limit = 1.0 / torch.finfo(dtype).eps
+    if not pivot * pivot < limit:
+        raise TrainingError(
+            f"the per-row systems are too ill-conditioned for {str(dtype).removeprefix('torch.')} "
+            f"(condition number at least {pivot * pivot:.2g}, beyond 1/eps = {limit:.2g}): their "
+            "solutions keep no correct digit; raise regularization or lower the observed "
+            "weights (alpha)" + (", or use dtype='float64'" if pivot * pivot < WIDEST else "")
         )
 
 
@@ -162,7 +192,7 @@ class CholeskySolver(Solver):
         )
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
-        _raise_if_failed(state.failed)
+        _check_solves(state, out.dtype)
         if self._rotates(problem):
             result = self.workspace.take("result", out.shape, out)
             return torch.mm(out, state.rotation.T, out=result)
@@ -221,7 +251,7 @@ class CholeskySolver(Solver):
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             if r is not None:  # u + W r, as r^T W^T: the faster layout for bmm
                 u.baddbmm_(r, w.mT)
-            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like), state.failed)
+            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like), state)
             x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # W^T (I + S)^-1 (u + W r)
             if r is not None:
                 x.sub_(r)
@@ -231,7 +261,7 @@ class CholeskySolver(Solver):
                 x.sub_(r)
             s = _gram_upper(w.mT, ws.take("system", (b, k, k), like))  # W^T W
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state.failed)
+            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state)
         return x.squeeze(1).mul_(m_isqrt)
 
     @staticmethod

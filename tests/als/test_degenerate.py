@@ -132,3 +132,13 @@ def test_well_conditioned_fits_pass(weighting):
     ALS(n_factors=16, weighting=weighting, alpha=40.0, iterations=3).fit(
         sp.csr_matrix(random_matrix(seed=2))
     )
+
+
+@pytest.mark.parametrize("weighting", ["hkv", "ials"])
+def test_negative_confidences_are_a_one_line_data_error(weighting):
+    from recsys.data.errors import DataError
+
+    values = sp.csr_matrix(np.array([[1.0, -2.0], [0.0, 3.0]]))
+    with pytest.raises(DataError, match="needs them >= 0.*Use weighting='explicit'") as info:
+        ALS(n_factors=2, weighting=weighting).fit(values)
+    assert "\n" not in str(info.value)

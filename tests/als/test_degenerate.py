@@ -113,14 +113,14 @@ def test_implicit_stored_zeros_are_no_interactions():
 @pytest.mark.parametrize(("dtype", "alpha"), [("float32", 1e30), ("float64", 1e300)])
 def test_ill_conditioned_solves_fail_the_fit(dtype, alpha):
     model = ALS(n_factors=8, regularization=0.0, alpha=alpha, use_bias=False, dtype=dtype)
-    with pytest.raises(TrainingError, match="too ill-conditioned.*raise regularization") as info:
+    with pytest.raises(TrainingError, match=r"too ill-conditioned.*raise regularization") as info:
         model.fit(sp.csr_matrix(random_matrix(seed=1)))
     assert "\n" not in str(info.value) and "float64'" not in str(info.value)
 
 
 def test_float32_ill_conditioning_suggests_float64():
     model = ALS(n_factors=8, regularization=0.0, alpha=1e9, use_bias=False)
-    with pytest.raises(TrainingError, match="too ill-conditioned.*use dtype='float64'"):
+    with pytest.raises(TrainingError, match=r"too ill-conditioned.*use dtype='float64'"):
         model.fit(sp.csr_matrix(random_matrix(seed=1)))
     ALS(n_factors=8, regularization=0.0, alpha=1e9, use_bias=False, dtype="float64").fit(
         sp.csr_matrix(random_matrix(seed=1))
@@ -139,6 +139,6 @@ def test_negative_confidences_are_a_one_line_data_error(weighting):
     from recsys.data.errors import DataError
 
     values = sp.csr_matrix(np.array([[1.0, -2.0], [0.0, 3.0]]))
-    with pytest.raises(DataError, match="needs them >= 0.*Use weighting='explicit'") as info:
+    with pytest.raises(DataError, match=r"needs them >= 0.*Use weighting='explicit'") as info:
         ALS(n_factors=2, weighting=weighting).fit(values)
     assert "\n" not in str(info.value)

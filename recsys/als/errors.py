@@ -8,8 +8,9 @@ all of them the same way.
 from __future__ import annotations
 
 DIVERGENCE_HINT = (
-    "Likely causes: regularization too small for the data (try a larger value), alpha too "
-    "large, extreme initial values, or float32 overflow (try dtype='float64')."
+    "Likely causes: regularization too small for the data (try a larger value) or so large "
+    "that the solves overflow, alpha too large, extreme initial values, or float32 overflow "
+    "(try dtype='float64')."
 )
 
 

@@ -38,7 +38,7 @@ def index_array(ids: Any, what: str) -> np.ndarray:
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind == "f":
-        whole = np.isfinite(arr) & (arr == np.round(arr))
+        whole = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2.0**63)
         if whole.all():
             return arr.astype(np.int64)
         shown = arr[~whole]

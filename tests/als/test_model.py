@@ -218,7 +218,7 @@ def test_load_rejects_truncated_empty_and_object_files(tmp_path):
         assert name in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [[1.7], [np.nan], [True], ["1"], np.array([0.5, 2.0])])
+@pytest.mark.parametrize("bad", [[1.7], [np.nan], [True], ["1"], np.array([0.5, 2.0]), [1e20]])
 def test_non_integer_ids_are_refused_not_truncated(bad):
     dense = random_matrix(seed=3)
     model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(dense))

@@ -63,9 +63,14 @@ def extremes(tensors: list[torch.Tensor | None]) -> list[tuple[float, float]]:
     return [tuple(next(found)) if t is not None and t.numel() else (0.0, 0.0) for t in tensors]
 
 
+def finite(found: list[tuple[float, float]]) -> bool:
+    """Whether the `extremes` of some tensors say that every entry is finite."""
+    return all(math.isfinite(low) and math.isfinite(high) for low, high in found)
+
+
 def all_finite(tensors: list[torch.Tensor | None]) -> bool:
     """Whether every entry of every tensor is finite."""
-    return all(math.isfinite(low) and math.isfinite(high) for low, high in extremes(tensors))
+    return finite(extremes(tensors))
 
 
 def synchronize(device: torch.device) -> None:
@@ -190,9 +195,7 @@ def check_epoch(strategy: Strategy, epoch: int, loss: float) -> None:
     stays zero, every later epoch is wasted). One host sync for all the factor tensors."""
     model = strategy.model
     found = extremes([tensor for side in SIDES for tensor in strategy.current(side)])
-    bad = not all(math.isfinite(low) and math.isfinite(high) for low, high in found) or not (
-        math.isfinite(loss) or not model.calculate_loss
-    )
+    bad = not finite(found) or not (math.isfinite(loss) or not model.calculate_loss)
     if strategy.any(bad, "agreeing on the factors being finite"):
         raise diverged(epoch, "NaN or infinite factors or loss.")
     threshold = collapse_threshold(model.dtype)

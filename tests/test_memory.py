@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,10 @@ def test_a_child_reports_its_own_peak_not_the_parents() -> None:
     # ru_maxrss would give the child at least the parent's resident memory at fork
     assert 0 < child_peak < parent_now - 300
     del ballast
+
+
+def test_available_memory_of_the_host_is_positive():
+    from recsys.memory import available_mb
+
+    free = available_mb("cpu")
+    assert free > 0 or math.isnan(free)

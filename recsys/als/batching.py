@@ -45,6 +45,9 @@ class Bucket:
     cols: torch.Tensor  # (B, n) column indices (int32 when they fit), n_cols in padding
     weight: torch.Tensor  # (B, n) observed weight d of each entry, 0 in padding
     target: torch.Tensor  # (B, n) observed target g of each entry, 0 in padding
+    #: whether some observed entry has weight d = 0 (e.g. hkv with alpha = 0): its target
+    #: still counts, which solvers that scale entries by sqrt(d) must handle apart
+    zero_weight: bool = False
 
     @property
     def width(self) -> int:
@@ -74,6 +77,7 @@ class Bucket:
                 self.cols[start:stop],
                 self.weight[start:stop],
                 self.target[start:stop],
+                self.zero_weight,
             )
 
 
@@ -116,12 +120,14 @@ def build_buckets(
             cols = np.where(mask, matrix.indices[positions], matrix.shape[1])
             values = torch.from_numpy(matrix.data[positions]).to(device=device, dtype=dtype)
             observed = torch.from_numpy(mask).to(device)
+            weight = weighting.observed_weight(values)
             buckets.append(
                 Bucket(
                     rows=torch.from_numpy(rows).to(device),
                     cols=torch.from_numpy(cols.astype(index_dtype)).to(device),
-                    weight=torch.where(observed, weighting.observed_weight(values), zero),
+                    weight=torch.where(observed, weight, zero),
                     target=torch.where(observed, weighting.observed_target(values), zero),
+                    zero_weight=bool(((weight == 0) & observed).any()),  # once per fit
                 )
             )
     return buckets, torch.from_numpy(empty).to(device)

@@ -490,9 +490,6 @@ class ShardedStrategy(Strategy):
             self.equations.bias_reg_ratio,
         )
 
-    def tensors(self) -> list[torch.Tensor | None]:
-        return [*self.slices["users"].pair(), *self.slices["items"].pair()]
-
     def end_epoch(self, callback: Callback | None, epoch: int, loss: float, seconds: float) -> bool:
         """The callback runs on every rank with the full factors (gathered for it); rank 0's
         return value decides for all whether to stop."""

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als.batching import Bucket, build_buckets
+from recsys.als.errors import TrainingError
 from recsys.als.solvers import HalfProblem, Solver
 from recsys.als.solvers.base import Workspace
 from recsys.als.weightings import Weighting
@@ -67,7 +68,14 @@ class NormalEquations:
         buckets, empty = build_buckets(matrix, self.weighting, self.device, self.dtype)
         counts = torch.from_numpy(np.diff(matrix.indptr).astype(np.float64))
         scale = (counts + self.weighting.all_pairs_weight * matrix.shape[1]) ** self.reg_exponent
-        return Rows(buckets, empty, (self.regularization * scale).to(self.device, self.dtype))
+        reg = (self.regularization * scale).to(self.dtype)
+        if not bool(torch.isfinite(reg).all()):
+            raise TrainingError(
+                f"regularization={self.regularization:g} times the per-row scale "
+                f"(n + a * N) ** {self.reg_exponent:g} (at most {float(scale.max()):g}) exceeds "
+                f"the range of {str(self.dtype).removeprefix('torch.')}: lower regularization"
+            )
+        return Rows(buckets, empty, reg.to(self.device))
 
     def fixed_side(
         self, factors: torch.Tensor, bias: torch.Tensor | None, workspace: Workspace | None = None

@@ -21,9 +21,12 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als.equations import NormalEquations
+from recsys.als.footprint import check_fit_memory
+from recsys.als.inputs import as_csr, ids_to_array, index_array
 from recsys.als.persistence import load_model, save_model
 from recsys.als.posterior import sample_posterior
 from recsys.als.solvers import SOLVERS, Solver
+from recsys.als.solvers.cholesky import CholeskySolver
 from recsys.als.training import Callback, LocalStrategy, train
 from recsys.als.weightings import WEIGHTINGS, Weighting
 from recsys.scoring import topk_items
@@ -39,29 +42,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available; use 'auto'")
     return resolved
-
-
-def _as_csr(user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
-    """The CSR matrix of `user_items` (a scipy CSR or a recsys Interactions) and the source."""
-    matrix = getattr(user_items, "matrix", user_items)
-    if not sp.issparse(matrix) or matrix.format != "csr":
-        kind = type(matrix).__name__ if not sp.issparse(matrix) else f"sparse {matrix.format}"
-        raise TypeError(
-            f"{name} must be a scipy.sparse CSR matrix (users x items) or recsys Interactions, "
-            f"got {kind}; convert with scipy.sparse.csr_matrix(...) or .tocsr()"
-        )
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.sum_duplicates()
-    matrix.eliminate_zeros()
-    return matrix, user_items
-
-
-def _ids_to_array(ids: Any) -> np.ndarray | None:
-    """External ids as a numpy array that `np.savez` can store without pickle."""
-    if ids is None:
-        return None
-    arr = np.asarray(ids)
-    return arr if arr.dtype.kind in "iuf" else arr.astype(str)
 
 
 def part_parameters() -> dict[str, dataclasses.Field]:
@@ -224,6 +204,12 @@ class ALS:
     def n_items(self) -> int:
         return 0 if self.item_factors is None else self.item_factors.shape[0]
 
+    def _interactions(self, user_items: Any, name: str = "user_items") -> tuple[sp.csr_matrix, Any]:
+        """`as_csr` under this model's weighting: a stored 0 is a rating where scores estimate
+        the values (`uses_global_mean`), and no interaction for implicit weightings (where it
+        would still get a target)."""
+        return as_csr(user_items, name, keep_zeros=self.weighting.uses_global_mean)
+
     def equations(self) -> NormalEquations:
         """The normal equations of a side given the other, with the model's current settings."""
         return NormalEquations(
@@ -238,6 +224,13 @@ class ALS:
             device=self.device,
             dtype=self.dtype,
         )
+
+    def exact_equations(self) -> NormalEquations:
+        """`equations` with an exact solver: the model's own, or `CholeskySolver` when the model
+        trains with an approximate one (a few CG steps from zero are far from a new row's
+        solution; `implicit` also recalculates users with Cholesky for this reason)."""
+        eq = self.equations()
+        return eq if self.solver.exact else dataclasses.replace(eq, solver=CholeskySolver())
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -260,7 +253,11 @@ class ALS:
         The factor tensors are updated in place every epoch: a callback that keeps an epoch's
         factors must copy them.
         """
-        matrix, source = _as_csr(user_items)
+        matrix, source = self._interactions(user_items)
+        if not (resume and self.is_fitted):
+            check_fit_memory(
+                matrix, self.n_factors, self.use_bias, self.dtype, self.solver.exact, self.device
+            )
         self._start(matrix, source, resume)
         with self.solver.scratch():
             if distributed:
@@ -293,8 +290,8 @@ class ALS:
                 value = getattr(self, name)
                 if value is not None:
                     setattr(self, name, value.clone(memory_format=torch.contiguous_format))
-        self.user_ids = _ids_to_array(getattr(source, "user_ids", self.user_ids))
-        self.item_ids = _ids_to_array(getattr(source, "item_ids", self.item_ids))
+        self.user_ids = ids_to_array(getattr(source, "user_ids", self.user_ids))
+        self.item_ids = ids_to_array(getattr(source, "item_ids", self.item_ids))
 
     def sample_posterior(
         self,
@@ -346,7 +343,7 @@ class ALS:
             )
         if prior not in ("learned", "fixed"):
             raise ValueError(f"prior must be 'learned' or 'fixed', got {prior!r}")
-        matrix, _ = _as_csr(user_items)
+        matrix, _ = self._interactions(user_items)
         if matrix.shape != (self.n_users, self.n_items):
             raise ValueError(
                 f"user_items is {matrix.shape[0]} x {matrix.shape[1]} but the model was fitted "
@@ -392,7 +389,7 @@ class ALS:
             raise RuntimeError("the model is not fitted yet: call fit() or ALS.load() first")
 
     def _index_tensor(self, ids: Any, n: int, what: str) -> torch.Tensor:
-        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        idx = torch.as_tensor(index_array(ids, what), device=self.device)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(
                 f"{what} ids must be internal indices in [0, {n}); got out-of-range ids"
@@ -461,7 +458,7 @@ class ALS:
         if filter_seen:
             if user_items is None:
                 raise ValueError("filter_seen=True needs user_items (one row per user id)")
-            exclude, _ = _as_csr(user_items)
+            exclude, _ = self._interactions(user_items)
             if exclude.shape != (users.numel(), self.n_items):
                 raise ValueError(
                     f"user_items must have one row per user id and one column per item: "
@@ -501,12 +498,13 @@ class ALS:
     def fold_in_factors(self, user_items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Factors (and biases) of users given by their rows, against the fixed item side.
 
-        Each row is one exact solve of the same normal equations training uses, so a training
-        user's row reproduces its trained vector (with the exact solver).
+        Each row is one exact solve of the same normal equations training uses, whatever the
+        training solver, so a training user's row reproduces its trained vector (with the
+        exact solver; after a user half-epoch).
         """
         self._require_fitted()
         self._require_single("fold in users")
-        rows, _ = _as_csr(user_items)
+        rows, _ = self._interactions(user_items)
         if rows.shape[1] != self.n_items:
             raise ValueError(f"rows must have {self.n_items} columns (items), got {rows.shape[1]}")
         self.weighting.check_values(torch.from_numpy(rows.data))
@@ -516,8 +514,8 @@ class ALS:
             else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
         )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
-        eq = self.equations()
-        with self.solver.scratch():
+        eq = self.exact_equations()
+        with eq.solver.scratch():
             return eq.solve_copy(
                 eq.rows(rows), self.item_factors, self.item_bias, current, current_bias
             )
@@ -530,17 +528,19 @@ class ALS:
         return factors.float().cpu().numpy()
 
     def partial_fit_users(self, user_ids: Any, user_items: Any) -> None:
-        """Recompute (or add, for ids >= n_users) the given users from their rows."""
+        """Recompute (or add, for ids >= n_users) the given users from their rows (one exact
+        solve each, as `fold_in_factors`)."""
         factors, bias = self.fold_in_factors(user_items)
         self.user_factors, self.user_bias = self._scatter(
             self.user_factors, self.user_bias, user_ids, factors, bias
         )
 
     def partial_fit_items(self, item_ids: Any, item_users: Any) -> None:
-        """Recompute (or add) the given items from their columns (rows: item x users CSR)."""
+        """Recompute (or add) the given items from their columns (rows: item x users CSR), one
+        exact solve each."""
         self._require_fitted()
         self._require_single("refit items")
-        cols, _ = _as_csr(item_users, "item_users")
+        cols, _ = self._interactions(item_users, "item_users")
         if cols.shape[1] != self.n_users:
             raise ValueError(
                 f"item_users must have {self.n_users} columns (users), got {cols.shape[1]}"
@@ -548,8 +548,8 @@ class ALS:
         self.weighting.check_values(torch.from_numpy(cols.data))
         zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
         bias0 = None if self.item_bias is None else zeros[:, 0].clone()
-        eq = self.equations()
-        with self.solver.scratch():
+        eq = self.exact_equations()
+        with eq.solver.scratch():
             factors, bias = eq.solve_copy(
                 eq.rows(cols), self.user_factors, self.user_bias, zeros, bias0
             )
@@ -559,7 +559,7 @@ class ALS:
 
     def _scatter(self, table, table_bias, ids, factors, bias):
         """Write rows into a factor table, growing it with zero rows for new ids."""
-        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.device)
+        idx = torch.as_tensor(index_array(ids, "partial fit"), device=self.device)
         if idx.numel() != factors.shape[0]:
             raise ValueError(f"got {idx.numel()} ids but {factors.shape[0]} rows")
         if idx.numel() and int(idx.min()) < 0:

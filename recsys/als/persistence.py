@@ -8,9 +8,11 @@ settings. Loading never executes code from the file.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -47,50 +49,102 @@ def save_model(model: FactorModel, path: Path) -> Path:
     return path
 
 
-def load_model(cls: Callable[..., M], path: Path, device: str) -> M:
-    """Read a file written by :func:`save_model` onto `device` as a `cls` model."""
+#: the arrays every model file holds
+REQUIRED = ("format_version", "params", "history", "global_bias", "user_factors", "item_factors")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the `.npz` at `path`, read now (np.load reads members lazily, so a
+    truncated member or an object array would otherwise fail later, mid-load)."""
     try:
-        data = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"no model file at {path}") from None
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a recsys ALS model file (.npz): {err}") from None
-    with data:
-        missing = [
-            k
-            for k in (
-                "format_version",
-                "params",
-                "history",
-                "global_bias",
-                "user_factors",
-                "item_factors",
-            )
-            if k not in data.files
-        ]
-        if missing:
-            raise ValueError(f"{path} is not a complete recsys ALS model: missing {missing}")
-        version = int(data["format_version"])
-        if version != FORMAT_VERSION:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(
+            f"{path} is not a recsys ALS model file (.npz): {reason.rstrip('.')}; "
+            "save the model again (ALS.save) or train it again"
+        ) from None
+
+
+def _json(path: Path, arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
+    try:
+        value = json.loads(str(arrays[name]))
+    except ValueError as err:
+        raise ValueError(f"{path}: field {name!r} is not valid JSON ({err})") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: field {name!r} must hold a JSON {kind.__name__}")
+    return value
+
+
+def _check_tables(path: Path, arrays: dict[str, np.ndarray], width: int, use_bias: bool) -> None:
+    """Refuse factor tables and biases of the wrong shape, dtype or with non-finite values."""
+    for name in ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias"):
+        if name not in arrays:
+            continue
+        value = arrays[name]
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path}: {name} has dtype {value.dtype}, expected floats")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: {name} holds NaN or infinite values; train the model again")
+    for name in ("user_factors", "item_factors"):
+        shape = arrays[name].shape
+        if len(shape) != 2 or shape[1] != width:
             raise ValueError(
-                f"{path} has model format version {version}; this recsys reads version "
-                f"{FORMAT_VERSION} (re-save it with a matching recsys version)"
+                f"{path}: {name} has shape {shape}, expected (rows, {width}) from its n_factors "
+                "(and posterior samples); the file is inconsistent: save or train it again"
             )
-        params = json.loads(str(data["params"]))
-        if params["use_bias"] and not {"user_bias", "item_bias"} <= set(data.files):
-            raise ValueError(f"{path} says use_bias=True but holds no biases")
-        model = cls(device=device, **params)
-        to = lambda a: torch.from_numpy(np.array(a)).to(model.device, model.dtype)  # noqa: E731
-        model.user_factors, model.item_factors = (
-            to(data["user_factors"]),
-            to(data["item_factors"]),
+    if arrays["global_bias"].shape != ():
+        raise ValueError(f"{path}: global_bias must be a scalar")
+    sides = (("user", "user_factors"), ("item", "item_factors"))
+    for side, table in sides:
+        rows = arrays[table].shape[0]
+        for name in (f"{side}_bias", f"{side}_ids") if use_bias else (f"{side}_ids",):
+            if name in arrays and arrays[name].shape != (rows,):
+                raise ValueError(
+                    f"{path}: {name} has shape {arrays[name].shape}, expected ({rows},) like "
+                    f"{table}; the file is inconsistent: save or train it again"
+                )
+
+
+def load_model(cls: Callable[..., M], path: Path, device: str) -> M:
+    """Read a file written by :func:`save_model` onto `device` as a `cls` model.
+
+    Every array is checked before the model is built: shapes agree with each other and with
+    `n_factors`, tables are finite floats, and the JSON fields parse; a damaged or inconsistent
+    file is one ValueError naming it.
+    """
+    arrays = _read_arrays(path)
+    missing = [name for name in REQUIRED if name not in arrays]
+    if missing:
+        raise ValueError(f"{path} is not a complete recsys ALS model: missing {missing}")
+    version = arrays["format_version"]
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has model format version {version}; this recsys reads version "
+            f"{FORMAT_VERSION} (re-save it with a matching recsys version)"
         )
-        if params["use_bias"]:
-            model.user_bias, model.item_bias = to(data["user_bias"]), to(data["item_bias"])
-        model.global_bias = float(data["global_bias"])
-        model.history = json.loads(str(data["history"]))
-        if "posterior" in data.files:
-            model.posterior = json.loads(str(data["posterior"]))
-        model.user_ids = data["user_ids"] if "user_ids" in data.files else None
-        model.item_ids = data["item_ids"] if "item_ids" in data.files else None
+    params = _json(path, arrays, "params", dict)
+    history = _json(path, arrays, "history", list)
+    posterior = _json(path, arrays, "posterior", dict) if "posterior" in arrays else None
+    use_bias = bool(params.get("use_bias"))
+    if use_bias and not {"user_bias", "item_bias"} <= set(arrays):
+        raise ValueError(f"{path} says use_bias=True but holds no biases")
+    try:
+        model = cls(device=device, **params)
+        samples = 1 if posterior is None else int(posterior["samples"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: its settings are not valid ALS arguments: {err}") from None
+    _check_tables(path, arrays, model.n_factors * samples, use_bias)
+    to = lambda a: torch.from_numpy(np.array(a)).to(model.device, model.dtype)  # noqa: E731
+    model.user_factors, model.item_factors = to(arrays["user_factors"]), to(arrays["item_factors"])
+    if use_bias:
+        model.user_bias, model.item_bias = to(arrays["user_bias"]), to(arrays["item_bias"])
+    model.global_bias = float(arrays["global_bias"])
+    model.history = history
+    model.posterior = posterior
+    model.user_ids = arrays.get("user_ids")
+    model.item_ids = arrays.get("item_ids")
     return model

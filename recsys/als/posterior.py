@@ -26,9 +26,10 @@ import torch
 from scipy import stats
 
 from recsys.als.equations import NormalEquations, Rows
+from recsys.als.errors import diverged
 from recsys.als.loss import Observed, Side, als_loss
 from recsys.als.protocol import FactorModel
-from recsys.als.training import SIDES, all_finite, diverged, synchronize
+from recsys.als.training import SIDES, all_finite, synchronize
 
 
 def draw_normal_wishart(

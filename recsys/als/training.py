@@ -26,6 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.als.equations import NormalEquations, Rows
+from recsys.als.errors import TrainingError, collapsed, diverged
 from recsys.als.loss import Observed, Side, combine, loss_sums
 from recsys.als.protocol import FactorModel
 from recsys.als.solvers.base import Workspace
@@ -37,28 +38,39 @@ Callback = Callable[[int, float, float, FactorModel], Any]
 SIDES = ("users", "items")
 _FIXED = {"users": "item", "items": "user"}
 
-DIVERGENCE_HINT = (
-    "Likely causes: regularization too small for the data (try a larger value), alpha too "
-    "large, extreme initial values, or float32 overflow (try dtype='float64')."
-)
+
+def collapse_threshold(dtype: torch.dtype) -> float:
+    """Largest factor magnitude of a collapsed side: sqrt(tiny / eps) of `dtype` (3e-16 in
+    float32). Products of such factors are at most tiny / eps, so a score's interaction term
+    is lost next to any bias and keeps no significant digits of its own (denormal range)."""
+    info = torch.finfo(dtype)
+    return math.sqrt(info.tiny / info.eps)
 
 
-class DivergenceError(FloatingPointError):
-    """Training produced NaN or infinite factors or loss."""
+def extremes(tensors: list[torch.Tensor | None]) -> list[tuple[float, float]]:
+    """Smallest and largest entry of every tensor ((0, 0) for None or empty), with one host
+    sync for all of them.
+
+    A NaN entry makes both NaN (aminmax propagates it), so they also tell finiteness, and the
+    reduction needs no temporary as large as the tensor, unlike isfinite(t).all().
+    """
+    present = [t for t in tensors if t is not None and t.numel()]
+    found = iter(
+        torch.stack([torch.stack(torch.aminmax(t)) for t in present]).double().tolist()
+        if present
+        else []
+    )
+    return [tuple(next(found)) if t is not None and t.numel() else (0.0, 0.0) for t in tensors]
 
 
-def diverged(epoch: int, cause: str) -> DivergenceError:
-    """The error of training that diverged at (0-based) `epoch`, with the usual remedies."""
-    return DivergenceError(f"training diverged at epoch {epoch + 1}: {cause} {DIVERGENCE_HINT}")
+def finite(found: list[tuple[float, float]]) -> bool:
+    """Whether the `extremes` of some tensors say that every entry is finite."""
+    return all(math.isfinite(low) and math.isfinite(high) for low, high in found)
 
 
 def all_finite(tensors: list[torch.Tensor | None]) -> bool:
-    """Whether every entry of every tensor is finite.
-
-    A float64 sum is finite iff every entry is (float32 entries cannot overflow it), and it
-    needs no temporary as large as the tensor, unlike isfinite(t).all().
-    """
-    return all(math.isfinite(float(t.sum(dtype=torch.float64))) for t in tensors if t is not None)
+    """Whether every entry of every tensor is finite."""
+    return finite(extremes(tensors))
 
 
 def synchronize(device: torch.device) -> None:
@@ -106,10 +118,6 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def loss_parts(self) -> torch.Tensor:
         """This process's :func:`recsys.als.loss.loss_sums`."""
-
-    @abc.abstractmethod
-    def tensors(self) -> list[torch.Tensor | None]:
-        """The factor and bias tensors this process updated (for the finiteness check)."""
 
     def end_epoch(self, callback: Callback | None, epoch: int, loss: float, seconds: float) -> bool:
         """Run the callback after `epoch` (1-based); whether to stop."""
@@ -161,9 +169,6 @@ class LocalStrategy(Strategy):
             self.equations.bias_reg_ratio,
         )
 
-    def tensors(self) -> list[torch.Tensor | None]:
-        return [*self.current("users"), *self.current("items")]
-
 
 def half_epoch(strategy: Strategy, side: str) -> None:
     """Solve the rows of `side` against the fixed other side and hand them to the strategy.
@@ -184,6 +189,23 @@ def half_epoch(strategy: Strategy, side: str) -> None:
     strategy.exchange(side, *solved)
 
 
+def check_epoch(strategy: Strategy, epoch: int, loss: float) -> None:
+    """Raise when the factors or the loss are not finite, or when a side's factors collapsed
+    to zero (the rows of a side with entries all solved to (nearly) zero vectors: a zero side
+    stays zero, every later epoch is wasted). One host sync for all the factor tensors."""
+    model = strategy.model
+    found = extremes([tensor for side in SIDES for tensor in strategy.current(side)])
+    bad = not finite(found) or not (math.isfinite(loss) or not model.calculate_loss)
+    if strategy.any(bad, "agreeing on the factors being finite"):
+        raise diverged(epoch, "NaN or infinite factors or loss.")
+    threshold = collapse_threshold(model.dtype)
+    for side, (low, high) in zip(SIDES, found[::2], strict=True):  # factors, then biases
+        largest = max(abs(low), abs(high))
+        small = bool(strategy.rows[side].buckets) and largest < threshold
+        if strategy.any(small, f"agreeing on the {side} factors being nonzero"):
+            raise collapsed(epoch, side, largest, strategy.equations.regularization)
+
+
 def train(strategy: Strategy, callback: Callback | None = None) -> None:
     """Alternate the half-epochs from epoch `len(model.history)` until `model.iterations` or
     until the callback says stop; append each epoch's loss and seconds to the history.
@@ -197,6 +219,8 @@ def train(strategy: Strategy, callback: Callback | None = None) -> None:
         try:
             for side in SIDES:
                 half_epoch(strategy, side)
+        except TrainingError:  # says what to change already
+            raise
         except (torch.linalg.LinAlgError, FloatingPointError) as err:
             raise diverged(epoch, str(err)) from err
         synchronize(model.device)
@@ -206,11 +230,7 @@ def train(strategy: Strategy, callback: Callback | None = None) -> None:
             loss = combine(sums, strategy.equations.weighting)
         else:
             loss = dict.fromkeys(("loss", "observed", "unobserved", "regularization"), math.nan)
-        bad = not all_finite(strategy.tensors()) or not (
-            math.isfinite(loss["loss"]) or not model.calculate_loss
-        )
-        if strategy.any(bad, "agreeing on the factors being finite"):
-            raise diverged(epoch, "NaN or infinite factors or loss.")
+        check_epoch(strategy, epoch, loss["loss"])
         model.history.append({"epoch": epoch + 1, **loss, "seconds": seconds})
         if strategy.end_epoch(callback, epoch + 1, loss["loss"], seconds):
             break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -167,3 +169,77 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself():
     ids, scores = model.similar_items([4, 8], k=6)
     np.testing.assert_array_equal(ids, brute_force_top(cosine, 6))
     np.testing.assert_allclose(scores, np.take_along_axis(cosine, ids, 1), rtol=1e-5)
+
+
+def _saved_arrays(tmp_path) -> dict[str, np.ndarray]:
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(random_matrix(seed=9)))
+    with np.load(model.save(tmp_path / "m.npz")) as data:
+        return dict(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"item_factors": np.zeros((40, 2), np.float32)}, r"item_factors has shape \(40, 2\)"),
+        ({"user_factors": np.full((50, 3), np.nan, np.float32)}, "NaN or infinite"),
+        ({"item_bias": np.zeros(7, np.float32)}, r"item_bias has shape \(7,\)"),
+        ({"user_factors": np.zeros((50, 3), np.int64)}, "dtype int64"),
+        ({"params": np.array('{"n_factors": 999}')}, r"user_factors has shape \(50, 3\)"),
+        ({"params": np.array("{not json")}, "'params' is not valid JSON"),
+        ({"params": np.array('{"n_factors": 3, "colour": 1}')}, "not valid ALS arguments"),
+        ({"global_bias": np.array([1.0, 2.0])}, "global_bias must be a scalar"),
+    ],
+)
+def test_load_rejects_inconsistent_files(tmp_path, change, message):
+    arrays = _saved_arrays(tmp_path)
+    if "params" in change and "999" in str(change["params"]):
+        params = json.loads(str(arrays["params"]))
+        change = {"params": np.array(json.dumps({**params, "n_factors": 999}))}
+    np.savez(tmp_path / "bad.npz", **{**arrays, **change})
+    with pytest.raises(ValueError, match=message) as info:
+        ALS.load(tmp_path / "bad.npz")
+    assert "bad.npz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_load_rejects_truncated_empty_and_object_files(tmp_path):
+    arrays = _saved_arrays(tmp_path)
+    whole = (tmp_path / "m.npz").read_bytes()
+    cases = {
+        "truncated.npz": whole[: len(whole) // 2],
+        "cut.npz": whole[:-10],
+        "empty.npz": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "objects.npz", **{**arrays, "user_ids": np.array([{}] * 50, object)})
+    for name in [*cases, "objects.npz"]:
+        with pytest.raises(ValueError, match="not a recsys ALS model file") as info:
+            ALS.load(tmp_path / name)
+        assert name in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [[1.7], [np.nan], [True], ["1"], np.array([0.5, 2.0]), [1e20]])
+def test_non_integer_ids_are_refused_not_truncated(bad):
+    dense = random_matrix(seed=3)
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(dense))
+    calls = [
+        lambda: model.recommend(bad, filter_seen=False),
+        lambda: model.recommend([0], filter_seen=False, items=bad),
+        lambda: model.recommend([0], filter_seen=False, filter_items=bad),
+        lambda: model.predict(bad, [0] * len(bad)),
+        lambda: model.predict([0] * len(bad), bad),
+        lambda: model.similar_items(bad),
+        lambda: model.user_embeddings(bad),
+        lambda: model.partial_fit_users(bad, sp.csr_matrix(dense[: len(bad)])),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="ids must be integer internal indices") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_whole_float_ids_still_work():
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(random_matrix(seed=3)))
+    np.testing.assert_array_equal(
+        model.predict(np.array([1.0, 2.0]), np.array([3.0, 4.0])), model.predict([1, 2], [3, 4])
+    )

@@ -29,11 +29,12 @@ x ~ N(A^-1 b, sigma^2 A^-1) exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from recsys.als.batching import Bucket
+from recsys.als.errors import TrainingError
 from recsys.als.solvers import SOLVERS
 from recsys.als.solvers.base import HalfProblem, Solver
 
@@ -49,15 +50,20 @@ class _Eigenbasis:
     failed: torch.Tensor  # () bool
     #: whether `rotated_fixed` is F Q M^-1/2 already (all rows share lambda, hence M)
     prescaled: bool
+    #: each chunk's largest Cholesky pivot (device scalars, read once per solve): the scaled
+    #: systems I + W^T W have every eigenvalue >= 1, so its square bounds the condition number
+    #: from below
+    pivots: list[torch.Tensor] = field(default_factory=list)
 
 
 def _cholesky_solve(
-    matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor, failed: torch.Tensor
+    matrices: torch.Tensor, rhs: torch.Tensor, scratch: torch.Tensor, state: _Eigenbasis
 ) -> None:
     """Solve a batch of SPD systems in place: `matrices` (B, n, n, contiguous; only the upper
     triangle is read) is overwritten by its Cholesky factor and `rhs` (B, n, 1) by the solution
-    (`scratch`, like `rhs`, holds the half-way result). `failed` (a bool scalar) is set when a
-    matrix is not positive definite; the caller raises (`_raise_if_failed`) once all chunks ran.
+    (`scratch`, like `rhs`, holds the half-way result). `state.failed` is set when a matrix is
+    not positive definite and the chunk's largest pivot is kept in `state.pivots`; the caller
+    checks both (`_check_solves`) once all chunks ran.
 
     LAPACK works on column-major matrices; a symmetric matrix is its own transpose, so the
     column-major view `matrices.mT` is factorised in place, without the column-major copy that
@@ -67,20 +73,44 @@ def _cholesky_solve(
     factor = matrices.mT  # column-major; lower factor L after the call
     info = torch.empty(matrices.shape[0], dtype=torch.int32, device=matrices.device)
     torch.linalg.cholesky_ex(factor, out=(factor, info))
+    failed = state.failed
     if failed.device.type == "cpu":  # chunk workers share `failed`: they only ever set it
         if info.any():
             failed.fill_(True)
     else:  # on the device, without a host sync per chunk (the GPU would idle at each)
         failed.logical_or_(info.any())
+    state.pivots.append(factor.diagonal(dim1=-2, dim2=-1).amax())  # list.append: thread-safe
     torch.linalg.solve_triangular(factor, rhs, upper=False, out=scratch)
     torch.linalg.solve_triangular(factor.mT, scratch, upper=True, out=rhs)
 
 
-def _raise_if_failed(failed: torch.Tensor) -> None:
-    if bool(failed):
+#: condition numbers from which float64 keeps no correct digit either
+WIDEST = 1.0 / torch.finfo(torch.float64).eps
+
+
+def _check_solves(state: _Eigenbasis, dtype: torch.dtype) -> None:
+    """Raise when a chunk's matrix was not positive definite, or when the systems were so badly
+    conditioned that the solutions keep no correct digit (one host sync for both).
+
+    Every scaled system I + W^T W has eigenvalues >= 1, so the square of its largest Cholesky
+    pivot bounds its condition number from below; from 1 / eps of the dtype on (8.4e6 in
+    float32) the rounding errors of the solve are as large as the solution.
+    """
+    ones = torch.ones((), dtype=dtype, device=state.failed.device)
+    largest = torch.stack(state.pivots).amax() if state.pivots else ones
+    failed, pivot = torch.stack([state.failed.to(largest.dtype), largest]).tolist()
+    if failed:
         raise FloatingPointError(
             "a per-row system is not positive definite (singular normal equations); "
             "increase regularization or use dtype='float64'"
+        )
+    limit = 1.0 / torch.finfo(dtype).eps
+    if not pivot * pivot < limit:
+        raise TrainingError(
+            f"the per-row systems are too ill-conditioned for {str(dtype).removeprefix('torch.')} "
+            f"(condition number at least {pivot * pivot:.2g}, beyond 1/eps = {limit:.2g}): their "
+            "solutions keep no correct digit; raise regularization or lower the observed "
+            "weights (alpha)" + (", or use dtype='float64'" if pivot * pivot < WIDEST else "")
         )
 
 
@@ -138,7 +168,8 @@ class CholeskySolver(Solver):
         low, high = _regularization_range(problem) if problem.buckets else (1.0, 1.0)
         if not float(eigenvalues.min()) + low > 0:
             raise FloatingPointError(
-                "a per-row system is singular (regularization 0 and no all-pairs weight); "
+                "a per-row system is singular: regularization is 0 and the term shared by all "
+                "rows (the all-pairs weight times the fixed side's Gram matrix) is singular; "
                 "set regularization > 0"
             )
         if not self._rotates(problem):
@@ -161,7 +192,7 @@ class CholeskySolver(Solver):
         )
 
     def finish(self, problem: HalfProblem, state: _Eigenbasis, out: torch.Tensor) -> torch.Tensor:
-        _raise_if_failed(state.failed)
+        _check_solves(state, out.dtype)
         if self._rotates(problem):
             result = self.workspace.take("result", out.shape, out)
             return torch.mm(out, state.rotation.T, out=result)
@@ -198,18 +229,21 @@ class CholeskySolver(Solver):
         d, h = problem.entry_terms(chunk)
         # u: targets scaled like the rows of W (B, 1, n), in a buffer the solve may overwrite
         u = ws.take("u", (b, 1, n), like)
+        # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
+        r = None
+        if problem.offsets is not None or problem.prior_precision is not None:
+            r = (m_isqrt * state.rotated_offset_rhs).unsqueeze(1)
         if problem.weighting.unit_weights:  # d = 1 on observed entries: D^1/2 is the identity
             u.copy_(h.unsqueeze(1))
         else:
+            if chunk.zero_weight:  # entries with d = 0 are in c but not in W^T u: move to r
+                r = self._subtract_unweighted(w, d, h, m_isqrt, state.prescaled, r)
+                h = torch.where(d > 0, h, 0.0)
             sqrt_d = d.sqrt()
             w.mul_(sqrt_d.unsqueeze(-1))
             torch.div(h, sqrt_d.clamp_min(torch.finfo(d.dtype).tiny), out=u.squeeze(1))
         if not state.prescaled:
             w.mul_(m_isqrt.unsqueeze(1))  # W = D^1/2 Zq M^-1/2
-        # r = M^-1/2 r0, the shared right-hand side term (B, 1, k); None when zero
-        r = None
-        if problem.offsets is not None or problem.prior_precision is not None:
-            r = (m_isqrt * state.rotated_offset_rhs).unsqueeze(1)
         if problem.noise_scale > 0:
             u, r = self._perturb(problem, u, r)
         if self.use_woodbury(n, k):
@@ -217,7 +251,7 @@ class CholeskySolver(Solver):
             s.diagonal(dim1=1, dim2=2).add_(1.0)
             if r is not None:  # u + W r, as r^T W^T: the faster layout for bmm
                 u.baddbmm_(r, w.mT)
-            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like), state.failed)
+            _cholesky_solve(s, u.mT, ws.take("half", (b, n, 1), like), state)
             x = torch.bmm(u, w, out=ws.take("rhs", (b, 1, k), like))  # W^T (I + S)^-1 (u + W r)
             if r is not None:
                 x.sub_(r)
@@ -227,8 +261,29 @@ class CholeskySolver(Solver):
                 x.sub_(r)
             s = _gram_upper(w.mT, ws.take("system", (b, k, k), like))  # W^T W
             s.diagonal(dim1=1, dim2=2).add_(1.0)
-            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state.failed)
+            _cholesky_solve(s, x.mT, ws.take("half", (b, k, 1), like), state)
         return x.squeeze(1).mul_(m_isqrt)
+
+    @staticmethod
+    def _subtract_unweighted(
+        zq: torch.Tensor,
+        d: torch.Tensor,
+        h: torch.Tensor,
+        m_isqrt: torch.Tensor,
+        prescaled: bool,
+        r: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """r - M^-1/2 Zq^T h0, h0 the targets of the entries of weight d = 0 (B, 1, k).
+
+        The right-hand side c = M^-1/2 Zq^T h - r is written W^T u - r with W = D^1/2 Zq M^-1/2
+        and u = D^-1/2 h, which loses entries whose d is 0 (their row of W is zero); moving their
+        part of Zq^T h into r keeps c exact. `zq` is the gathered (unscaled by D) rows.
+        """
+        unweighted = torch.where(d == 0, h, 0.0).unsqueeze(1)
+        part = torch.bmm(unweighted, zq)
+        if not prescaled:
+            part.mul_(m_isqrt.unsqueeze(1))
+        return part.neg_() if r is None else r - part
 
     @staticmethod
     def _perturb(

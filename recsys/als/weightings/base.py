@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from recsys.data.errors import DataError
+
 
 class Weighting(abc.ABC):
     """How observed values turn into the weights and targets of the least-squares problem."""
@@ -29,6 +31,7 @@ class Weighting(abc.ABC):
     name: str = ""
     #: whether scores carry a global mean rather than 0 for unobserved pairs: scores then
     #: estimate the observed values themselves (explicit ratings), so rating metrics apply
+    #: and a stored 0 is a rating (for the others it is no interaction and is dropped)
     uses_global_mean: bool = False
     #: whether negative values are meaningless for this weighting (implicit confidences)
     requires_nonnegative: bool = True
@@ -59,14 +62,14 @@ class Weighting(abc.ABC):
         return 0.1 / math.sqrt(n_factors)
 
     def check_values(self, values: torch.Tensor) -> None:
-        """Raise ValueError when the values cannot be used with this weighting."""
+        """Raise DataError (a ValueError) when the values cannot be used with this weighting."""
         if not bool(torch.isfinite(values).all()):
-            raise ValueError(
-                "user_items contains NaN or infinite values; drop or fix them before fitting"
+            raise DataError(
+                "user_items contains NaN or infinite values", fix="drop or fix them before fitting"
             )
         if self.requires_nonnegative and bool((values < 0).any()):
-            raise ValueError(
+            raise DataError(
                 f"weighting {self.name!r} treats values as confidences and needs them >= 0, "
-                "but user_items has negative values; use weighting='explicit' for signed "
-                "ratings or shift/clip the values"
+                "but user_items has negative values",
+                fix="use weighting='explicit' for signed ratings or shift/clip the values",
             )

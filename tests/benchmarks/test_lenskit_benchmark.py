@@ -9,12 +9,11 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from benchmarks.datasets import dataset_defaults, prepare_dataset
 from benchmarks.isolation import run_in_process
 from benchmarks.runs import RunSpec, missing_library
-from tests.benchmarks.test_als_benchmark import _item_side_residual, _load_script
+from tests.benchmarks.test_als_benchmark import _hkv_counts, _item_side_residual, _load_script
 
 needs_lenskit = pytest.mark.skipif(
     importlib.util.find_spec("lenskit") is None, reason="lenskit is not installed"
@@ -57,18 +56,9 @@ def test_lenskit_and_ours_hkv_minimise_the_same_objective():
     half-step matches the float64 HKV solution for its own user factors."""
     from benchmarks.runs import _lenskit_input, _lenskit_model
 
-    rng = np.random.default_rng(0)
-    r = sp.random(30, 20, density=0.25, random_state=rng, dtype=np.float32, format="csr")
-    r.data[:] = rng.integers(1, 4, size=r.nnz)  # counts: c = 1 + alpha * r is not constant
-    alpha, lam = 3.0, 0.7
-    spec = RunSpec(
-        dataset={"name": "x"},
-        model="lenskit-hkv",
-        factors=4,
-        iterations=4,
-        threads=1,
-        hyper={"hkv_alpha": alpha, "hkv_regularization": lam},
-    )
+    r, alpha, lam = _hkv_counts()
+    hyper = {"hkv_alpha": alpha, "hkv_regularization": lam}
+    spec = RunSpec({"name": "x"}, "lenskit-hkv", factors=4, iterations=4, threads=1, hyper=hyper)
     model = _lenskit_model(spec)
     model.train(_lenskit_input(r))
     x = model.user_embeddings.astype(np.float64)

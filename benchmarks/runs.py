@@ -19,7 +19,8 @@ Fairness rules the runs follow (they are also written into every result):
   interaction values as ratings with ``use_ratings=True`` and ``weight = alpha``, so its
   confidence is ``1 + weight * r``, and ``regularization = lambda`` for users and items alike
   (constant, not scaled by counts), no biases. Its Rayon pool gets ``T`` threads and its BLAS
-  (the Gram matrix of each half-epoch) one, LensKit's own split when ``T`` is every core. Its
+  (the Gram matrix of each half-epoch) one, LensKit's own split when ``T`` is every core of a
+  machine with at most 8 (the Gram matrix runs before the parallel solves, not beside them). Its
   initial factors differ from ours (squares of N(0, 0.01^2) draws).
 * Seconds per epoch are the median of the per-epoch solve times: ``model.history[i]["seconds"]``
   for ours (our exact loss is computed after that timer stops, and counted in the fit total) and

@@ -7,10 +7,15 @@ top-k & exact top-k| / k, averaged over queries. Throughput is measured on one b
 call of all queries (median of ``repeats`` runs and of at least ``min_seconds``) on two
 clocks: wall time and the process's CPU time.
 On a machine shared with other jobs the CPU clock is the fairer one (time the process was not
-scheduled does not count); with one Faiss thread it is plain single-core throughput. The exact
-search is timed at the start and again at the end; speed-ups are taken against an exact search
-of ``paired_queries`` queries interleaved with every timed run of the setting (so that both see
-the same load), or, without pairing, against the faster of the start and end timings. The share
+scheduled does not count); with one Faiss thread it is plain single-core throughput. Speed-ups
+are over the batched exact search of the same queries (all of them, one call), the baseline a
+user compares against: exact search of a batch runs as a matrix product and gets many times
+the per-query throughput of a small batch (at 1M items x 128 dims, pairing with an exact search
+of 100 queries printed 257x for HNSW efSearch 64, whose 13,743 QPS against the batched search
+of all 1,000 queries, 705 QPS, is 19.5x). The exact search is timed at
+the start and again at the end; with ``paired`` it also runs before every timed run of a
+setting, and the setting's speed-up is over that interleaved run (both see the same load);
+without pairing it is over the faster of the start and end timings. The share
 of the catalog each query computes distances for is recorded too: unlike the clocks it does not
 depend on the load.
 
@@ -118,7 +123,7 @@ def synthetic_catalog(
 @dataclass
 class BenchRow:
     """One measured setting. ``qps`` is wall-clock, ``cpu_qps`` per CPU second of the process;
-    ``speedup`` is over the exact search on the run's clock."""
+    ``speedup`` is over the batched exact search of all the queries on the run's clock."""
 
     index: str  # "exact", "ivf", "ivf-sq8-rflat", "ivf-pqfs-rflat", "hnsw"
     mips_to_l2: bool
@@ -314,7 +319,7 @@ def run_benchmark(
     kinds: tuple[str, ...] = ("ivf", "hnsw"),
     repeats: int = 1,
     min_seconds: float = 0.0,
-    paired_queries: int = 0,
+    paired: bool = False,
     clock: str = "wall",
     seed: int = 0,
     meta: dict[str, Any] | None = None,
@@ -323,12 +328,13 @@ def run_benchmark(
 
     One row per setting; the first row is the exact search. Each search is timed ``repeats``
     times and for at least ``min_seconds`` (medians, see :func:`_timed_search`). ``clock``
-    ("wall" or "cpu") picks the throughput the speed-ups use. With ``paired_queries`` > 0 every
-    timed run of a setting is preceded by an exact search of that many queries, and the
-    setting's speed-up is over that interleaved exact search (both see the same load; the
-    nearby exact throughput is kept in the row's ``extra``); otherwise it is over the faster of
-    the exact searches timed at the start and the end of the run. ``meta``, when given, receives
-    the exact search's throughput at the start and at the end of the run.
+    ("wall" or "cpu") picks the throughput the speed-ups use; they are always over the exact
+    search of all the queries in one batched call. With ``paired`` every timed run of a
+    setting is preceded by that exact search, and the setting's speed-up is over the
+    interleaved exact runs (both see the same load; their throughput is kept in the row's
+    ``extra``); otherwise it is over the faster of the exact searches timed at the start and
+    the end of the run. ``meta``, when given, receives the exact search's throughput at the
+    start and at the end of the run.
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
@@ -349,7 +355,7 @@ def run_benchmark(
         ef_searches=ef_searches,
         repeats=repeats,
         min_seconds=min_seconds,
-        reference=(exact, queries[: min(nq, paired_queries)]) if paired_queries > 0 else None,
+        reference=(exact, queries) if paired else None,
     )
     exact_runs = [(nq / wall, nq / cpu)]
     exact_row = BenchRow("exact", False, "", 0, 1.0, nq / wall, 1.0, exact_build, {}, nq / cpu)
@@ -476,9 +482,10 @@ def _set_speedups(
     clock: str,
     meta: dict[str, Any] | None,
 ) -> None:
-    """Speed-ups on the run's clock: over the paired exact search where a row has one, else
-    over the faster of the exact searches at the start and the end (also the exact row's QPS).
-    ``meta``, when given, receives the clock and those exact throughputs."""
+    """Speed-ups on the run's clock over the batched exact search of all the queries: the
+    interleaved (paired) one where a row has it, else the faster of those at the start and the
+    end (also the exact row's QPS). ``meta``, when given, receives the clock and those exact
+    throughputs."""
     ref_wall = max(r[0] for r in exact_runs)
     ref_cpu = max(r[1] for r in exact_runs)
     rows[0].qps, rows[0].cpu_qps = ref_wall, ref_cpu

@@ -73,11 +73,13 @@ def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "implicit": _version("implicit"),
+        "lenskit": _version("lenskit"),
         "numpy": np.__version__,
         "scipy": _version("scipy"),
         "threads": threads,
         "torch_threads": f"torch.set_num_threads({threads})",
         "implicit_threads": f"num_threads={threads}, OpenBLAS limited to 1 during fit",
+        "lenskit_threads": f"LK_NUM_THREADS={threads} (Rayon), LK_NUM_BACKEND_THREADS=1",
         "torch_mkl": bool(torch.backends.mkl.is_available()),
         "device": device,
         "gpu": None,
@@ -102,10 +104,10 @@ def machine_markdown(info: Mapping[str, Any]) -> str:
         + (" (uncommitted changes)" if info.get("dirty") else ""),
         f"- CPU: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable); load "
         f"average at start {_fmt_load(info.get('load_average'))}",
-        f"- threads: {info['threads']} for both ({info['torch_threads']}; implicit "
-        f"{info['implicit_threads']})",
+        f"- threads: {info['threads']} for every library ({info['torch_threads']}; implicit "
+        f"{info['implicit_threads']}; LensKit {info.get('lenskit_threads')})",
         f"- versions: python {info['python']}, torch {info['torch']}, implicit {info['implicit']}, "
-        f"numpy {info['numpy']}, scipy {info['scipy']}",
+        f"lenskit {info.get('lenskit')}, numpy {info['numpy']}, scipy {info['scipy']}",
     ]
     load = info.get("load_average")
     if load and info.get("cores_usable") and load[0] > 0.25 * info["cores_usable"]:

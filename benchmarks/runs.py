@@ -1,7 +1,7 @@
-"""One benchmark run: our ALS or `implicit`'s ALS fitted and scored on a prepared dataset.
+"""One benchmark run: our ALS, `implicit`'s or LensKit's fitted and scored on a prepared dataset.
 
 :func:`run_spec` fits, records per-epoch seconds and peak memory, and scores Recall@20 / NDCG@20
-with the same :mod:`recsys.eval` code for both libraries; ``scripts/benchmark.py`` is the command
+with the same :mod:`recsys.eval` code for every library; ``scripts/benchmark.py`` is the command
 that runs many of them (each in its own process, see :mod:`benchmarks.isolation`).
 
 Fairness rules the runs follow (they are also written into every result):
@@ -14,15 +14,27 @@ Fairness rules the runs follow (they are also written into every result):
   given as the confidence times its ``alpha``, so it receives the matrix ``1 + alpha * r`` with its
   own ``alpha = 1``: both then minimise the same loss. ``ours-ials`` (Rendle et al.'s iALS) is our
   quality model and has a different objective.
+* LensKit's ``ImplicitMFScorer`` (``lenskit-hkv``, an exact per-row Cholesky solver in Rust,
+  implicit's CG being the approximate peer) minimises the same HKV loss: it is given the
+  interaction values as ratings with ``use_ratings=True`` and ``weight = alpha``, so its
+  confidence is ``1 + weight * r``, and ``regularization = lambda`` for users and items alike
+  (constant, not scaled by counts), no biases. Its Rayon pool gets ``T`` threads and its BLAS
+  (the Gram matrix of each half-epoch) one, LensKit's own split when ``T`` is every core of a
+  machine with at most 8 (the Gram matrix runs before the parallel solves, not beside them). Its
+  initial factors differ from ours (squares of N(0, 0.01^2) draws).
 * Seconds per epoch are the median of the per-epoch solve times: ``model.history[i]["seconds"]``
   for ours (our exact loss is computed after that timer stops, and counted in the fit total) and
-  the time implicit's fit callback reports (both half-epochs, no loss) for implicit. On CUDA the
+  the time implicit's fit callback reports (both half-epochs, no loss) for implicit; for LensKit
+  the time of its trainer's ``train_epoch`` (both half-epochs and the item Gram matrix it keeps
+  for new users; building its training matrices is counted in the fit total). On CUDA the
   device is synchronised before each reading. The total fit time is the wall clock of ``fit``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -36,16 +48,27 @@ from benchmarks.datasets import load_prepared
 from recsys.memory import current_rss_mb, peak_rss_mb
 
 #: model name -> (library, weighting or solver). ``ours-*`` use recsys.als.ALS, ``implicit-*``
-#: implicit's AlternatingLeastSquares (CG with 3 steps, or its exact Cholesky path).
+#: implicit's AlternatingLeastSquares (CG with 3 steps, or its exact Cholesky path),
+#: ``lenskit-hkv`` LensKit's ImplicitMFScorer (exact, Cholesky).
 MODELS: dict[str, tuple[str, str]] = {
     "ours-hkv": ("ours", "hkv"),
     "ours-ials": ("ours", "ials"),
     "implicit-cg": ("implicit", "cg"),
     "implicit-cholesky": ("implicit", "cholesky"),
+    "lenskit-hkv": ("lenskit", "hkv"),
 }
 
 #: the implicit model every ``ours-*`` run is compared against
 REFERENCE_MODEL = "implicit-cg"
+
+#: the exact peer every ``ours-*`` run is also compared against, when it ran
+EXACT_PEER_MODEL = "lenskit-hkv"
+
+#: optional library -> how to install it
+_INSTALL = {
+    "implicit": "pip install implicit",
+    "lenskit": "pip install lenskit, Python >= 3.11, or the recsys[bench] extra",
+}
 
 METRIC_K = 20
 RECALL = f"recall@{METRIC_K}"
@@ -92,6 +115,14 @@ class RunSpec:
     @property
     def library(self) -> str:
         return MODELS[self.model][0]
+
+
+def missing_library(model: str) -> str | None:
+    """Why ``model`` cannot run here (its library is not installed), or None when it can."""
+    library = MODELS[model][0]
+    if library not in _INSTALL or importlib.util.find_spec(library) is not None:
+        return None
+    return f"{model} skipped: {library} is not installed ({_INSTALL[library]})"
 
 
 def evaluate_embeddings(
@@ -267,10 +298,66 @@ class _Progress:
         return spec.patience is not None and len(curve) - 1 - best >= spec.patience
 
 
-def _setup(spec: RunSpec, train: sp.csr_matrix) -> tuple[Any, sp.csr_matrix, Callable]:
-    """(model, the matrix its fit receives, the function returning its vectors) of a run."""
+def _lenskit_threads(threads: int) -> None:
+    """LensKit's thread pools: ``threads`` Rayon threads, one BLAS thread (set once a process)."""
+    import torch
+
+    os.environ["LK_NUM_THREADS"] = str(threads)
+    os.environ["LK_NUM_BACKEND_THREADS"] = "1"
+    from lenskit.parallel import get_parallel_config
+
+    configured = get_parallel_config().threads  # initialises LensKit's pools on the first call
+    torch.set_num_threads(threads)  # LensKit sets torch to its backend threads: ours again
+    if configured != threads:
+        raise RuntimeError(
+            f"LensKit's pool already has {configured} threads in this process, not {threads}: "
+            "run each benchmark in its own process (no --in-process)"
+        )
+
+
+def _lenskit_model(spec: RunSpec) -> Any:
+    """ImplicitMFScorer with our HKV loss: confidence 1 + weight * r, constant lambda."""
+    if spec.device != "cpu":
+        raise ValueError("LensKit's ImplicitMFScorer trains on the CPU only; use --device cpu")
+    from lenskit.als import ImplicitMFScorer
+
+    _lenskit_threads(spec.threads)
+    h = spec.hyper
+    return ImplicitMFScorer(
+        embedding_size=spec.factors,
+        epochs=spec.iterations,
+        regularization=h["hkv_regularization"],
+        weight=h["hkv_alpha"],
+        use_ratings=True,
+    )
+
+
+def _lenskit_input(train: sp.csr_matrix) -> Any:
+    """``train`` as a LensKit Dataset whose user and item numbers are its row and column indices
+    (the interaction values as ratings)."""
+    import pandas as pd
+    from lenskit.data import from_interactions_df
+
+    coo = train.tocoo()
+    frame = pd.DataFrame({"user_id": coo.row, "item_id": coo.col, "rating": coo.data})
+    return from_interactions_df(
+        frame,
+        rating_col="rating",
+        users=np.arange(train.shape[0]),
+        items=np.arange(train.shape[1]),
+    )
+
+
+def _lenskit_vectors(model: Any, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
+    return model.user_embeddings[users], model.item_embeddings, None
+
+
+def _setup(spec: RunSpec, train: sp.csr_matrix) -> tuple[Any, Any, Callable]:
+    """(model, the data its fit receives, the function returning its vectors) of a run."""
     if spec.library == "ours":
         return _ours_model(spec), train, _ours_vectors
+    if spec.library == "lenskit":
+        return _lenskit_model(spec), _lenskit_input(train), _lenskit_vectors
     import implicit.cpu.als  # noqa: F401  (loads its BLAS, so that the limit below reaches it)
     import threadpoolctl
 
@@ -319,6 +406,28 @@ def _fit_implicit(
     _sync(spec.device)
     fit_seconds = time.perf_counter() - progress.t0
     return fit_seconds, synced if spec.device.startswith("cuda") else reported
+
+
+def _fit_lenskit(
+    spec: RunSpec, model: Any, fit_input: Any, progress: _Progress
+) -> tuple[float, list[float]]:
+    """Fit LensKit's model epoch by epoch through its trainer (what its ``train`` does), so
+    that every epoch is timed and time to quality can stop it: (fit seconds, epoch seconds)."""
+    from lenskit.training import TrainingOptions
+
+    trainer = model.create_trainer(fit_input, TrainingOptions(rng=spec.seed))
+    epochs: list[float] = []
+    for epoch in range(1, spec.iterations + 1):
+        t = time.perf_counter()
+        trainer.train_epoch()
+        epochs.append(time.perf_counter() - t)
+        if progress.after_epoch(epoch):
+            break
+    trainer.finalize()
+    return time.perf_counter() - progress.t0, epochs
+
+
+_FITS = {"ours": _fit_ours, "implicit": _fit_implicit, "lenskit": _fit_lenskit}
 
 
 def _ttq_fields(spec: RunSpec, progress: _Progress) -> dict[str, Any]:
@@ -370,8 +479,7 @@ def run_spec(spec: RunSpec | Mapping[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     rss_before = current_rss_mb()
     progress = _Progress(spec, score)
-    fit = _fit_ours if library == "ours" else _fit_implicit
-    fit_seconds, epoch_seconds = fit(spec, model, fit_input, progress)
+    fit_seconds, epoch_seconds = _FITS[library](spec, model, fit_input, progress)
     result: dict[str, Any] = {
         "spec": asdict(spec),
         "dataset": spec.dataset["name"],

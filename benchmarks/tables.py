@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from benchmarks.results import run_tag, succeeded
-from benchmarks.runs import NDCG, RECALL
+from benchmarks.runs import EXACT_PEER_MODEL, NDCG, RECALL
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -29,8 +29,15 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(out)
 
 
+def _with_exact_peer(results: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether LensKit ran: the tables then add the ours / LensKit columns."""
+    return any(r["model"] == EXACT_PEER_MODEL for r in results)
+
+
 def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """The main table: speed, memory and quality per (dataset, model, factors)."""
+    """The main table: speed, memory and quality per (dataset, model, factors); the ours / LensKit
+    ratios too when LensKit ran."""
+    peer = _with_exact_peer(results)
     headers = [
         "dataset",
         "model",
@@ -45,15 +52,17 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
         "NDCG@20",
         "ours/implicit s/epoch",
         "ours/implicit fit s",
+        *(["ours/LensKit s/epoch", "ours/LensKit fit s"] if peer else []),
     ]
     rows = []
     for r in results:
         if not succeeded(r):
             rows.append(
                 [r["dataset"], r["model"], r["device"], r["factors"], f"failed: {r['error'][:80]}"]
-                + ["-"] * 8
+                + ["-"] * (len(headers) - 5)
             )
             continue
+        peer_ratios = [r.get("ratio_exact_peer_epoch"), r.get("ratio_exact_peer_fit")]
         rows.append(
             [
                 r["dataset"],
@@ -69,6 +78,7 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
                 r.get(NDCG),
                 r.get("ratio_epoch"),
                 r.get("ratio_fit"),
+                *(peer_ratios if peer else []),
             ]
         )
     return markdown_table(headers, rows)
@@ -76,7 +86,8 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
 
 def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Speed over interleaved rounds (``--rounds``): per (dataset, model, factors), the median of
-    the runs' seconds per epoch and of the per-round ratios ours / implicit, with their ranges.
+    the runs' seconds per epoch and of the per-round ratios ours / implicit (and ours / LensKit
+    when LensKit ran), with their ranges.
 
     Each ratio divides runs of the same round, which ran next to each other, so a slow spell of
     a shared machine moves both sides of a ratio; the range shows how much the ratio still moved.
@@ -101,9 +112,13 @@ def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
         "s/epoch: median (range)",
         "ours/implicit s/epoch: median (range)",
     ]
+    keys = ["ratio_epoch"]
+    if _with_exact_peer(results):
+        headers.append("ours/LensKit s/epoch: median (range)")
+        keys.append("ratio_exact_peer_epoch")
     rows = []
     for (dataset, model, device, factors), runs in groups.items():
-        ratios = [r["ratio_epoch"] for r in runs if r.get("ratio_epoch") is not None]
+        ratios = [[r[k] for r in runs if r.get(k) is not None] for k in keys]
         rows.append(
             [
                 dataset,
@@ -112,7 +127,7 @@ def rounds_table(results: Sequence[Mapping[str, Any]]) -> str:
                 factors,
                 len(runs),
                 spread([r["seconds_per_epoch"] for r in runs]),
-                spread(ratios),  # "-" for implicit, which has no ratio
+                *(spread(x) for x in ratios),  # "-" for the other libraries, which have no ratio
             ]
         )
     return markdown_table(headers, rows)

@@ -1,10 +1,12 @@
-"""Benchmark our exact ALS against `implicit`'s ALS: speed, memory and quality, side by side.
+"""Benchmark our exact ALS against `implicit`'s ALS and LensKit's: speed, memory and quality.
 
 One command, three modes (any combination, ``--mode table ttq scaling``):
 
 * ``table`` (default): for every dataset x factors x model, seconds per epoch (median), total fit
   seconds, peak memory, Recall@20 and NDCG@20 (full ranking, training items excluded, the same
-  ``recsys.eval`` code for both libraries) and the time ratios ours / implicit of this run.
+  ``recsys.eval`` code for every library) and the time ratios ours / implicit of this run (and
+  ours / LensKit with ``--models ... lenskit-hkv``: LensKit's exact ImplicitMFScorer, skipped with
+  a note when lenskit is not installed or on CUDA).
   ``--rounds N`` repeats every group with the models taking turns and adds the median and range of
   the per-round ratios, the figure to quote from a shared, noisy machine.
 * ``ttq``: time to quality: wall clock (training plus the evaluation after every epoch that early
@@ -52,7 +54,7 @@ from benchmarks.isolation import run_in_process, run_isolated
 from benchmarks.machine import machine_info, machine_markdown
 from benchmarks.plots import write_plots
 from benchmarks.results import add_ratios, add_ttq_ratios
-from benchmarks.runs import MODELS, REFERENCE_MODEL, RunSpec
+from benchmarks.runs import EXACT_PEER_MODEL, MODELS, REFERENCE_MODEL, RunSpec, missing_library
 from benchmarks.tables import comparison_table, rounds_table, scaling_table, ttq_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,14 +294,17 @@ class Bench:
         )
 
     def runnable(self, model: str) -> bool:
-        """On CUDA implicit runs only when its GPU build exists (and only its CG solver)."""
-        if not self.args.device.startswith("cuda") or not model.startswith("implicit"):
-            return True
-        why = None
-        if not self.implicit_gpu:
-            why = "implicit has no CUDA build here: ours alone on the GPU"
-        elif model != "implicit-cg":
-            why = f"{model} has no GPU version in implicit"
+        """False, with a note, for a model whose library is not installed, for LensKit on CUDA
+        and, on CUDA, for implicit without its GPU build (where only its CG solver runs)."""
+        why = missing_library(model)
+        cuda = self.args.device.startswith("cuda")
+        if why is None and cuda and MODELS[model][0] == "lenskit":
+            why = f"{model} skipped: LensKit's ImplicitMFScorer trains on the CPU only"
+        elif why is None and cuda and model.startswith("implicit"):
+            if not self.implicit_gpu:
+                why = "implicit has no CUDA build here: ours alone on the GPU"
+            elif model != "implicit-cg":
+                why = f"{model} has no GPU version in implicit"
         if why and why not in self.skipped:
             self.skipped.append(why)
             _log(f"skipping: {why}")
@@ -388,7 +393,7 @@ def report(bench: Bench) -> str:
     a = bench.args
     dev = a.device if not bench.machine.get("gpu") else f"{a.device} ({bench.machine['gpu']})"
     lines = [
-        "# recsys ALS vs implicit ALS",
+        "# recsys ALS vs implicit ALS" + (" and LensKit" if _ran(bench, "lenskit") else ""),
         "",
         f"Command: `{' '.join(shlex.quote(x) for x in sys.argv)}`",
         "",
@@ -398,9 +403,12 @@ def report(bench: Bench) -> str:
         + f", {a.dtype}; implicit-cg: {a.cg_steps} CG steps",
         f"- runs: {'in this process' if a.in_process else 'one fresh process per run'}",
         "",
-        "Hyperparameters per dataset (`hkv_*`: ours-hkv and implicit, the same loss: confidence "
-        "1 + alpha * r, constant lambda, no biases; implicit is given the matrix 1 + alpha * r "
-        "with its alpha = 1; `ials_*`: ours-ials):",
+        "Hyperparameters per dataset (`hkv_*`: ours-hkv, implicit and LensKit, the same loss: "
+        "confidence 1 + alpha * r, constant lambda, no biases; implicit is given the matrix "
+        "1 + alpha * r with its alpha = 1; LensKit's ImplicitMFScorer gets the interactions as "
+        "ratings with use_ratings=True, weight = hkv_alpha (its confidence 1 + weight * r), "
+        "regularization = hkv_regularization for users and items, embedding_size = factors, "
+        "epochs = iterations, its initial factors its own; `ials_*`: ours-ials):",
         "",
     ]
     for d in bench.meta:
@@ -415,11 +423,13 @@ def report(bench: Bench) -> str:
     lines += [
         "",
         "s/epoch: median per-epoch solve time (ours: `model.history`, which excludes our exact "
-        "loss; implicit: its fit callback's per-epoch time). fit s: wall clock of `fit` (ours "
-        "includes computing the exact loss every epoch). Peak RSS: the high-water mark (VmHWM) "
+        "loss; implicit: its fit callback's per-epoch time; LensKit: its trainer's train_epoch). "
+        "fit s: wall clock of `fit` (ours includes computing the exact loss every epoch; LensKit "
+        "building its training matrices and the epochs). Peak RSS: the high-water mark (VmHWM) "
         "of the run's process at the end of fit (Python, torch and the data included; the final "
-        f"evaluation is not). Ratios: ours / {REFERENCE_MODEL} at the "
-        "same dataset, device, factors and iterations, measured in this run.",
+        f"evaluation is not). Ratios: ours / {REFERENCE_MODEL} (and ours / "
+        f"{EXACT_PEER_MODEL}, the exact peer, when it ran) at the same dataset, device, factors "
+        "and iterations, measured in this run.",
     ]
     for why in bench.skipped:
         lines.append(f"\nSkipped: {why}.")
@@ -458,6 +468,11 @@ def report(bench: Bench) -> str:
     if bench.results["scaling"]:
         lines += ["", "## Scaling", "", scaling_table(bench.results["scaling"], bench.meta)]
     return "\n".join(lines) + "\n"
+
+
+def _ran(bench: Bench, library: str) -> bool:
+    """Whether a run of ``library`` is among the results."""
+    return any(r["library"] == library for rs in bench.results.values() for r in rs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -343,14 +343,20 @@ def _item_side_residual(
     return worst
 
 
+def _hkv_counts() -> tuple[sp.csr_matrix, float, float]:
+    """A small count matrix (c = 1 + alpha * r is not constant), alpha and lambda: the problem
+    whose exact HKV item solve :func:`_item_side_residual` checks."""
+    rng = np.random.default_rng(0)
+    r = sp.random(30, 20, density=0.25, random_state=rng, dtype=np.float32, format="csr")
+    r.data[:] = rng.integers(1, 4, size=r.nnz)
+    return r, 3.0, 0.7
+
+
 def test_implicit_and_ours_hkv_minimise_the_same_objective(tmp_path):
     """The like-for-like table's claim: implicit given 1 + alpha * r (its alpha = 1) solves the
     same normal equations as our hkv weighting. Both exact solvers' last item half-step must match
     the float64 HKV solution for their own user factors."""
-    rng = np.random.default_rng(0)
-    r = sp.random(30, 20, density=0.25, random_state=rng, dtype=np.float32, format="csr")
-    r.data[:] = rng.integers(1, 4, size=r.nnz)  # counts: c = 1 + alpha * r is not constant
-    alpha, lam = 3.0, 0.7
+    r, alpha, lam = _hkv_counts()
     hyper = {"hkv_alpha": alpha, "hkv_regularization": lam}
 
     import threadpoolctl

@@ -14,6 +14,7 @@ from benchmarks.index import (
     CATALOG_PRESETS,
     BenchRow,
     _ivf_family,
+    _set_speedups,
     _timed_search,
     pq_fastscan_m,
     recall_at_k,
@@ -142,7 +143,7 @@ def test_run_benchmark_rows_and_exact_reference() -> None:
         kinds=("ivf",),
         mips_variants=(True,),
         clock="cpu",
-        paired_queries=10,
+        paired=True,
         meta=meta,
     )
     assert [r.label for r in rows] == ["exact"] + ["ivf nlist=16 +mips2l2"] * 2 + [
@@ -158,6 +159,62 @@ def test_run_benchmark_rows_and_exact_reference() -> None:
         assert r.speedup == pytest.approx(r.cpu_qps / r.extra["exact_cpu_qps_paired"])
     with pytest.raises(ValueError, match="clock must be one of"):
         run_benchmark(items, queries, kinds=("ivf",), clock="sundial")
+
+
+def test_speedups_are_over_the_batched_exact_search_of_all_queries() -> None:
+    """Fake timings of a 1M-item HNSW run: 13,743 QPS against the batched exact search's 705
+    (and 690 at the end) is 19.5x, on either clock; a paired row divides by its own interleaved
+    batched exact throughput."""
+    rows = [
+        BenchRow("exact", False, "", 0, 1.0, 0.0, 0.0, 0.5, {}, 0.0),
+        BenchRow("hnsw", False, "efSearch", 64, 0.9507, 13743.0, 0.0, 60.0, {}, 13743.0),
+        BenchRow(
+            "hnsw", False, "efSearch", 128, 0.97, 8000.0, 0.0, 60.0,
+            {"exact_qps_paired": 640.0, "exact_cpu_qps_paired": 500.0}, 7000.0,
+        ),
+    ]  # fmt: skip
+    meta: dict = {}
+    _set_speedups(rows, [(705.0, 705.0), (690.0, 600.0)], "wall", meta)
+    assert rows[0].qps == rows[0].cpu_qps == 705.0 and rows[0].speedup == 1.0
+    assert rows[1].speedup == pytest.approx(13743 / 705) == pytest.approx(19.49, abs=0.01)
+    assert rows[2].speedup == pytest.approx(8000 / 640)
+    assert meta == {
+        "clock": "wall",
+        "exact_qps_start_end": [705.0, 690.0],
+        "exact_cpu_qps_start_end": [705.0, 600.0],
+    }
+    _set_speedups(rows, [(705.0, 705.0), (690.0, 600.0)], "cpu", None)
+    assert rows[1].speedup == pytest.approx(13743 / 705)
+    assert rows[2].speedup == pytest.approx(7000 / 500)
+    table = markdown_table(rows, k=20)
+    assert "| speed-up vs batched exact (all queries) |" in table.splitlines()[0]
+    assert "| 0.9507 | 13,743 | 13,743 | 19.5x |" in table
+
+
+def test_paired_exact_search_is_the_batched_search_of_all_queries(monkeypatch) -> None:
+    import benchmarks.index as index_module
+
+    batches = []
+
+    def spy(index, queries, k, repeats, min_seconds=0.0, reference=None, **kw):
+        if reference is not None:
+            batches.append(len(reference[1]))
+        return _timed_search(index, queries, k, repeats, min_seconds, reference, **kw)
+
+    monkeypatch.setattr(index_module, "_timed_search", spy)
+    items, queries = synthetic_catalog(1000, 8, n_queries=30, seed=0)
+    common = {
+        "k": 5,
+        "nlists": (8,),
+        "nprobes": (1, 2),
+        "kinds": ("ivf",),
+        "mips_variants": (False,),
+    }
+    run_benchmark(items, queries, paired=True, **common)
+    assert batches == [30, 30]  # every setting's exact reference: all 30 queries at once
+    batches.clear()
+    run_benchmark(items, queries, paired=False, **common)
+    assert batches == []
 
 
 @pytest.mark.slow

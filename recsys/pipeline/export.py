@@ -7,11 +7,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.config import TrainConfig
+from recsys.config import ConfigError, TrainConfig
 from recsys.pipeline.artifacts import artifact_paths
 from recsys.pipeline.data import Prepared
 
-__all__ = ["export_index", "export_model"]
+__all__ = ["check_index", "export_index", "export_model"]
+
+
+def check_index(conf: TrainConfig, n_items: int) -> None:
+    """Check ``conf.index`` against the data's `n_items` items before training, so a setting
+    the data cannot take (``index.nlist`` above the item count, ``index.nprobe`` above the
+    lists, ``index.shards``) fails before the model is trained, not after (ConfigError)."""
+    from recsys.index.builder import check_settings
+
+    ix = conf.index
+    try:
+        check_settings(
+            ix.type, n_items, nlist=ix.nlist, nprobe=ix.nprobe, hnsw_m=ix.M,
+            ef_construction=ix.ef_construction, ef_search=ix.ef_search, factory=ix.factory,
+            shards=ix.shards,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(
+            f"index (type {ix.type}) does not fit the data's {n_items} items: {err}; change "
+            "index.nlist / index.nprobe / index.shards (null nlist and nprobe take defaults "
+            "from the data)"
+        ) from None
 
 
 def export_index(

@@ -39,6 +39,7 @@ from recsys.pipeline.artifacts import (
     MODEL_FILE,
     TB_DIR,
     TRAIN_FILE,
+    ArtifactError,
     atomic_write_json,
     atomic_write_text,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "MODEL_FILE",
     "TB_DIR",
     "TRAIN_FILE",
+    "ArtifactError",
     "Checkpointer",
     "EarlyStopping",
     "EpochHook",

@@ -22,13 +22,13 @@ from recsys.io import atomic_path
 
 __all__ = [
     "CHECKPOINT_DIR",
-    "ArtifactError",
     "INDEX_FILE",
     "METADATA_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "TB_DIR",
     "TRAIN_FILE",
+    "ArtifactError",
     "artifact_paths",
     "atomic_write_json",
     "atomic_write_text",

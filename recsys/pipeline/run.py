@@ -32,7 +32,7 @@ from recsys.pipeline.checkpoints import Checkpointer, check_same_settings, resum
 from recsys.pipeline.data import Prepared, prepare_data
 from recsys.pipeline.evaluate import evaluate_model, require_objective
 from recsys.pipeline.export import check_index, export_model
-from recsys.pipeline.fit import Fitted, Start, als_kwargs, fit, start_from
+from recsys.pipeline.fit import Fitted, Start, als_kwargs, check_device, fit, start_from
 from recsys.pipeline.job import Job, logger
 from recsys.pipeline.metadata import hparams, metadata_record, metrics_record, utc_now
 from recsys.pipeline.ranks import distributed_report, join_ranks
@@ -81,6 +81,7 @@ def run(
         recsys.data.DataError: unusable input data.
     """
     conf = validate(cfg)
+    check_device(conf)
     job = Job(conf, Path(output_dir), join_ranks(conf))
     if job.comm is not None:  # the run folder is rank 0's (the others read its checkpoints)
         out = job.comm.broadcast_text(str(job.out), "broadcast of the run folder")

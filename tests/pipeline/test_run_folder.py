@@ -46,8 +46,11 @@ def _contents(folder: Path) -> dict[str, bytes]:
 
 def test_completed_run_refuses_a_command_with_other_settings(done: Path) -> None:
     before = _contents(done)
-    for override, shown in (("als.n_factors=16", "als.n_factors (completed run 4, now 16)"),
-                            ("index=hnsw", "index.type (completed run 'flat', now 'hnsw')")):  # fmt: skip
+    conflicts = (
+        ("als.n_factors=16", "als.n_factors (completed run 4, now 16)"),
+        ("index=hnsw", "index.type (completed run 'flat', now 'hnsw')"),
+    )
+    for override, shown in conflicts:
         with pytest.raises(ConfigError, match=r"^cannot resume .*" + re.escape(shown)):
             pipeline.run(
                 compose_cfg(override, f"run_dir={done}"),

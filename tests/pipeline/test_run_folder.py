@@ -110,8 +110,14 @@ def test_resume_finishes_a_run_with_other_index_settings(tmp_path: Path) -> None
     from recsys.index import read_sidecar
 
     out = tmp_path / "run"
-    with pytest.raises(Interrupt):
-        pipeline.run(compose_cfg("index=ivf"), out, epoch_hook=_stop_at(3))
+    # a factory string is parsed by Faiss only when the index is built, after training
+    with pytest.raises(
+        ConfigError,
+        match=r"^index \(factory 'IVF5000,Flat'\) cannot be built over the 200 items: Number "
+        r"of training points \(200\) should be at least as large as number of clusters \(5000\)",
+    ):
+        pipeline.run(compose_cfg("index.type=factory", "index.factory='IVF5000,Flat'"), out)
+    assert (out / "model.npz").is_file() and not (out / "metrics.json").exists()
     result = pipeline.run(
         compose_cfg("index=hnsw", "index.M=8", f"run_dir={out}"),
         out,

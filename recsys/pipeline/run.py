@@ -94,7 +94,8 @@ def _run_locked(
     job: Job, overrides: Sequence[str] | None, epoch_hook: EpochHook | None
 ) -> RunResult:
     """:func:`run` once the primary holds the run folder's lock (and cleared a killed run's
-    temporary files): a completed run is answered from its files, an unfinished one resumed."""
+    temporary files): a completed run is answered from its files, an unfinished one resumed;
+    a fresh run into a folder holding either is refused (ConfigError), never trained over."""
     conf, out = job.conf, job.out
     if job.primary:
         remove_stale_temporaries(out)
@@ -102,6 +103,11 @@ def _run_locked(
     checkpointer = Checkpointer(out / CHECKPOINT_DIR)
     if (out / METRICS_FILE).is_file():
         return _completed(job, checkpointer, overrides, resume)
+    if not resume and checkpointer.latest() is not None:
+        raise ConfigError(
+            f"{out} holds an unfinished run ({CHECKPOINT_DIR}/); continue it with run_dir={out}, "
+            "or train into a new folder (another hydra.run.dir)"
+        )
     loaded = checkpointer.load(device=als_kwargs(conf)["device"]) if resume else None
     if resume and loaded is None and job.primary:
         logger.warning("resume: no checkpoint in %s; starting from scratch", out)

@@ -74,6 +74,17 @@ def test_fresh_run_into_a_completed_folder_is_refused_and_deletes_nothing(done: 
     assert _contents(done) == before
 
 
+def test_fresh_run_into_an_unfinished_folder_keeps_its_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        pipeline.run(compose_cfg(), out, epoch_hook=_stop_at(3))
+    state = (out / "checkpoints" / "epoch-00002" / "state.json").read_bytes()
+    with pytest.raises(ConfigError, match=rf"^{out} holds an unfinished run \(checkpoints/\)"):
+        pipeline.run(compose_cfg("als.iterations=1"), out)
+    assert (out / "checkpoints" / "epoch-00002" / "state.json").read_bytes() == state
+    assert pipeline.run(compose_cfg("resume=true"), out).resumed_from == 2
+
+
 def test_second_run_into_a_busy_folder_fails_at_once(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -142,18 +142,28 @@ def _blocked_folder(value: str) -> Path | None:
 
 
 def _folder_problem(overrides: list[str], multirun: bool) -> str | None:
-    """A run folder that cannot be created (a file in its way), named with its key."""
-    folders = {
-        "hydra.sweep.dir" if multirun else "hydra.run.dir": "multirun" if multirun else "outputs"
-    }
+    """A run folder that cannot be created (a file in its way), named with its key, or one that
+    another run holds (checked before Hydra writes its .hydra/ and log files into it)."""
+    from recsys.pipeline import ArtifactError, lock_run_folder
+
+    typed = {}
     for item in overrides:
         key, _, value = item.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir", "run_dir"):
-            folders[key] = value
-    for key, value in folders.items():
+            typed[key] = value
+    default = {"hydra.sweep.dir": "multirun"} if multirun else {"hydra.run.dir": "outputs"}
+    for key, value in {**default, **typed}.items():
         blocker = _blocked_folder(value)
         if blocker is not None:
             return f"{key}={value}: {blocker} is a file, not a folder; choose another {key}"
+    for key, value in typed.items():
+        folder = Path(value)
+        if key != "hydra.sweep.dir" and RANK == 0 and "${" not in value and folder.is_dir():
+            try:
+                with lock_run_folder(folder):
+                    pass
+            except ArtifactError as err:
+                return str(err)
     return None
 
 

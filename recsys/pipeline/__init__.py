@@ -42,6 +42,7 @@ from recsys.pipeline.artifacts import (
     ArtifactError,
     atomic_write_json,
     atomic_write_text,
+    lock_run_folder,
 )
 from recsys.pipeline.callbacks import EarlyStopping, EpochHook
 from recsys.pipeline.checkpoints import Checkpointer
@@ -72,6 +73,7 @@ __all__ = [
     "export_index",
     "load_data",
     "load_run",
+    "lock_run_folder",
     "parse_key_values",
     "prepare_data",
     "run",

@@ -83,6 +83,7 @@ def test_second_run_into_a_busy_folder_fails_and_an_interrupt_keeps_the_checkpoi
     )  # fmt: skip
     try:
         _wait_for(run / "checkpoints" / "LATEST", first)
+        hydra_files = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
         second = subprocess.run(
             [*TRAIN, *QUICK, "checkpoint.every=0", f"hydra.run.dir={run}"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -92,7 +93,8 @@ def test_second_run_into_a_busy_folder_fails_and_an_interrupt_keeps_the_checkpoi
             f"error: {run} is in use by another run; wait for it to finish or train into "
             "another folder (hydra.run.dir)"
         )
-        assert first.poll() is None  # the first run goes on
+        assert first.poll() is None  # the first run goes on, its Hydra files untouched
+        assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_files
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=120)
     finally:

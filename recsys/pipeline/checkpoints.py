@@ -59,8 +59,10 @@ class Checkpointer:
     checkpoint (or no ``LATEST`` at all).
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], required: Sequence[str] = ()) -> None:
         self.folder = Path(folder)
+        #: keys a readable ``state.json`` must hold (one without them is skipped like a corrupt one)
+        self.required = tuple(required)
 
     @property
     def latest_file(self) -> Path:
@@ -94,13 +96,17 @@ class Checkpointer:
         folder = self.folder / self.latest_file.read_text().strip()
         return folder if (folder / "state.json").is_file() else None
 
+    def folders(self) -> list[Path]:
+        """Every checkpoint folder, the newest first (each complete: it is renamed into place
+        whole, so one is usable even when ``LATEST`` is lost)."""
+        return sorted(self.folder.glob("epoch-*"), reverse=True) if self.folder.is_dir() else []
+
     def load(self, device: str = "cpu") -> tuple[Any, Any | None, dict[str, Any]] | None:
         """``(model, best_or_None, state)`` from the newest readable checkpoint, or None when
         there is none. An unreadable one (a corrupt file) is skipped with a warning naming it;
         ArtifactError (one line) when checkpoints exist and none is readable."""
-        folders = sorted(self.folder.glob("epoch-*"), reverse=True) if self.folder.is_dir() else []
         problems = []
-        for folder in folders:
+        for folder in self.folders():
             try:
                 return self._load_folder(folder, device)
             except (ArtifactError, OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
@@ -117,6 +123,8 @@ class Checkpointer:
         from recsys.als import ALS
 
         state = read_json(folder / "state.json")
+        if not isinstance(state, dict) or not set(self.required) <= state.keys():
+            raise ArtifactError(f"{folder / 'state.json'} lacks {' / '.join(self.required)}")
         model = ALS.load(folder / "model.npz", device=device)
         best = (
             ALS.load(folder / "best.npz", device=device)

@@ -100,10 +100,10 @@ def _run_locked(
     if job.primary:
         remove_stale_temporaries(out)
     resume = bool(conf.resume or conf.run_dir)
-    checkpointer = Checkpointer(out / CHECKPOINT_DIR)
+    checkpointer = Checkpointer(out / CHECKPOINT_DIR, required=("config", "early_stopping"))
     if (out / METRICS_FILE).is_file():
         return _completed(job, checkpointer, overrides, resume)
-    if not resume and checkpointer.latest() is not None:
+    if not resume and checkpointer.folders():
         raise ConfigError(
             f"{out} holds an unfinished run ({CHECKPOINT_DIR}/); continue it with run_dir={out}, "
             "or train into a new folder (another hydra.run.dir)"

@@ -180,3 +180,20 @@ def test_cuda_device_without_cuda_fails_before_anything_runs(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"^als\.device=cuda: .*CUDA is not available"):
         pipeline.run(compose_cfg("als.device=cuda"), out)
     assert not out.exists()
+
+
+def test_checkpoint_without_its_state_keys_or_latest_file(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        pipeline.run(compose_cfg(), out, epoch_hook=_stop_at(3))
+    checkpoints = out / "checkpoints"
+    (checkpoints / "LATEST").unlink()  # lost: the complete checkpoint folder is still found
+    with pytest.raises(ConfigError, match=r"holds an unfinished run"):
+        pipeline.run(compose_cfg(), out)
+    state = checkpoints / "epoch-00002" / "state.json"
+    saved = state.read_text()
+    state.write_text("{}\n")  # valid JSON, not a checkpoint's state
+    with pytest.raises(pipeline.ArtifactError, match=rf"{state} lacks config / early_stopping"):
+        pipeline.run(compose_cfg("resume=true"), out, overrides=["resume=true"])
+    state.write_text(saved)
+    assert pipeline.run(compose_cfg("resume=true"), out).resumed_from == 2

@@ -7,7 +7,9 @@
 Index settings are the ``index`` group of ``conf/`` (``index=flat|ivf|hnsw`` and any
 ``index.<key>=...``), validated like ``scripts/train.py`` does. The index and its JSON sidecar are
 written atomically to ``out`` inside the run folder (default ``items.faiss``, the index
-``scripts/recommend.py`` serves; then ``metadata.json`` records the new settings). ``check=N``
+``scripts/recommend.py`` serves; then ``metadata.json`` records the new settings). ``out`` is a
+``.faiss`` file name, so it never names one of the run's other artifacts; an index it replaces
+is described on the console. ``check=N``
 (default 1000, 0 to skip) measures the new index's recall@10 against exact inner-product search
 on N users (metric ip only).
 """
@@ -15,7 +17,6 @@ on N users (metric ip only).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from recsys.pipeline import (
     export_index,
     load_run,
 )
+from recsys.pipeline.artifacts import read_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 OWN_KEYS = ("run_dir", "out", "check", "device")
@@ -55,6 +57,34 @@ def index_config(overrides: Sequence[str]) -> Any:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return validate(cfg).index
+
+
+def check_out_name(name: str) -> str:
+    """`name` when it is a ``.faiss`` file name (no folder): the index then stays inside the run
+    folder and neither it nor its sidecar (``<name>.json``) can replace one of the run's other
+    artifacts (``out=model.npz`` would replace the only model, ``out=metadata`` the metadata)."""
+    if not name.endswith(".faiss") or Path(name).name != name or name.startswith("."):
+        raise ConfigError(
+            f"out={name}: give a file name ending in .faiss (no folder, e.g. out=ivf.faiss); "
+            "it is written into the run folder next to the run's own artifacts"
+        )
+    return name
+
+
+def previous_index(path: Path) -> str | None:
+    """What the index at `path` that an export replaces was (its sidecar's type and settings),
+    so the replacement is said, not silent; None when there is none."""
+    if not path.exists():
+        return None
+    from recsys.index import read_sidecar
+
+    try:
+        meta = read_sidecar(path)
+    except (OSError, ValueError):
+        return "an index without a readable sidecar"
+    return (
+        f"{meta.get('kind', '?')} index, metric {meta.get('metric', '?')}, {meta.get('params', {})}"
+    )
 
 
 def overlap_with_exact(run: SavedRun, index: Any, n_users: int, k: int = 10) -> float | None:
@@ -88,18 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "run_dir" not in opts:
             raise ConfigError("usage: export_index.py run_dir=<run folder> [index=...] [out=...]")
-        out_name = opts.get("out", INDEX_FILE)
-        if "/" in out_name or not out_name:
-            raise ConfigError(
-                f"out={out_name}: give a file name; it is written into the run folder"
-            )
+        out_name = check_out_name(opts.get("out", INDEX_FILE))
         check = int(opts.get("check", "1000"))
         run = load_run(opts["run_dir"], device=opts.get("device", "cpu"))
         new_index = index_config(rest)
         conf = dataclasses.replace(run.config, index=new_index)
         path = run.folder / out_name
+        replaced = previous_index(path)
         info = export_index(run.model, conf, path, model_path=run.folder / MODEL_FILE)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     from recsys.index import load_index
@@ -107,10 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = load_index(path, model=run.model, model_path=run.folder / MODEL_FILE)
     overlap = overlap_with_exact(run, index, check)
     if out_name == INDEX_FILE:
-        meta = json.loads((run.folder / METADATA_FILE).read_text())
+        meta = read_json(run.folder / METADATA_FILE)
         meta["index"] = info
         meta["config"]["index"] = dataclasses.asdict(new_index)
         atomic_write_json(run.folder / METADATA_FILE, meta)
+    if replaced is not None:
+        print(f"[recsys] replaced the previous {path.name}: {replaced}")
     print(f"[recsys] wrote {path} (+ {path.name}.json): {info['description']}")
     if overlap is not None:
         users = min(check, run.model.n_users)

@@ -27,6 +27,7 @@ after at most ``als.distributed_timeout_s`` seconds.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -49,6 +50,11 @@ register_configs()
 RANK = int(os.environ.get("RANK", "0"))
 
 
+#: the scratch run folder Hydra gets on a rank > 0 (removed on every exit path)
+_SCRATCH: list[Path] = []
+SCRATCH_PREFIX = "recsys-rank"
+
+
 def _exit(status: int) -> None:
     """Exit; in a distributed job without waiting on the process group (which can block)."""
     import torch.distributed as dist
@@ -56,6 +62,7 @@ def _exit(status: int) -> None:
     if dist.is_available() and dist.is_initialized():
         sys.stdout.flush()
         sys.stderr.flush()
+        _remove_scratch()  # os._exit skips every finally block
         os._exit(status)
     sys.exit(status)
 
@@ -67,21 +74,48 @@ def _fail(message: str, status: int = 2) -> None:
     _exit(status)
 
 
+def _failure(err: BaseException, out: Path) -> tuple[str, int] | None:
+    """The one-line message and exit status for an error of the run in `out` (None: a bug,
+    let the traceback show). Nothing of the run folder is removed: its checkpoint stays for a
+    resume (``run_dir=<out>``) or for inspection."""
+    from recsys.als.distributed import DistributedError
+    from recsys.data.errors import DataError
+    from recsys.pipeline import ArtifactError
+
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyboardInterrupt):
+        return (
+            f"interrupted; the last checkpoint in {out} is intact: resume with run_dir={out}",
+            130,
+        )
+    if isinstance(err, DistributedError):
+        return text, 1
+    if isinstance(err, ConfigError | DataError | ArtifactError | FloatingPointError):
+        return text, 2
+    if isinstance(err, ValueError):  # ALS.fit refusing its input or settings
+        return f"training in {out} failed: {text}; its last checkpoint is kept", 1
+    if isinstance(err, OSError):
+        where = err.filename or out
+        if err.errno == errno.ENOSPC:
+            return f"no space left on the device writing {where}; free space, then resume", 1
+        return f"{err.strerror or text}: {where}", 1
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name=CONFIG_NAME)
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
     from recsys import pipeline
-    from recsys.als.distributed import DistributedError
-    from recsys.data.errors import DataError
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     try:
         result = pipeline.run(cfg, out, overrides=list(hc.overrides.task))
-    except (ConfigError, DataError, FloatingPointError) as err:
-        _fail(" ".join(str(err).split()))
-    except DistributedError as err:
-        _fail(" ".join(str(err).split()), status=1)
+    except (Exception, KeyboardInterrupt) as err:
+        failure = _failure(err, out)
+        if failure is None:
+            raise
+        _fail(*failure)
     if not result.primary:
         return result.objective
     multirun = hc.mode == RunMode.MULTIRUN
@@ -97,6 +131,42 @@ def train(cfg: DictConfig) -> float:
     return result.objective
 
 
+def _blocked_folder(value: str) -> Path | None:
+    """The file standing where the folder `value` (a run folder, up to its first ``${``
+    interpolation) or one of its parents must be created, or None."""
+    path = Path(value.split("${", 1)[0] or ".")
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return None if folder.is_dir() else folder
+    return None
+
+
+def _folder_problem(overrides: list[str], multirun: bool) -> str | None:
+    """A run folder that cannot be created (a file in its way), named with its key, or one that
+    another run holds (checked before Hydra writes its .hydra/ and log files into it)."""
+    from recsys.pipeline import ArtifactError, lock_run_folder
+
+    typed = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "run_dir"):
+            typed[key] = value
+    default = {"hydra.sweep.dir": "multirun"} if multirun else {"hydra.run.dir": "outputs"}
+    for key, value in {**default, **typed}.items():
+        blocker = _blocked_folder(value)
+        if blocker is not None:
+            return f"{key}={value}: {blocker} is a file, not a folder; choose another {key}"
+    for key, value in typed.items():
+        folder = Path(value)
+        if key != "hydra.sweep.dir" and RANK == 0 and "${" not in value and folder.is_dir():
+            try:
+                with lock_run_folder(folder):
+                    pass
+            except ArtifactError as err:
+                return str(err)
+    return None
+
+
 def _preflight(argv: list[str]) -> str | None:
     """Check the command line's config before Hydra runs anything (one-line errors)."""
     from hydra._internal.utils import get_args_parser
@@ -109,7 +179,7 @@ def _preflight(argv: list[str]) -> str | None:
         return None
     if args.config_dir or args.config_path or args.experimental_rerun:
         return None
-    return check_overrides(
+    return _folder_problem(args.overrides, bool(args.multirun)) or check_overrides(
         args.overrides,
         config_dir=CONF_DIR,
         config_name=args.config_name or CONFIG_NAME,
@@ -129,19 +199,44 @@ def _quiet_rank_overrides(scratch: str) -> list[str]:
     ]
 
 
+def _make_scratch() -> Path:
+    """A scratch folder for this rank > 0, named with its process id; the folders of ranks that
+    died without cleaning up (``kill -9``) are removed first."""
+    tmp = Path(tempfile.gettempdir())
+    for old in tmp.glob(f"{SCRATCH_PREFIX}{RANK}-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{RANK}-{os.getpid()}-"))
+    _SCRATCH.append(scratch)
+    return scratch
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def _remove_scratch() -> None:
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+
+
 def main() -> None:
     problem = _preflight(sys.argv[1:])
     if problem:
         _fail(problem)
-    scratch = None
     if RANK > 0:
-        scratch = tempfile.mkdtemp(prefix=f"recsys-rank{RANK}-")
-        sys.argv.extend(_quiet_rank_overrides(scratch))
+        sys.argv.extend(_quiet_rank_overrides(str(_make_scratch())))
     try:
         train()
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch()
     from recsys.als.distributed import shutdown
 
     shutdown()

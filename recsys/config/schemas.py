@@ -117,6 +117,15 @@ class SplitConfig:
             fail("split.validation", self.validation, "must be a fraction in [0, 1)")
 
 
+def nprobe_requirement(nlist: int) -> str:
+    """What ``index.nprobe`` must be for `nlist` IVF lists: probing more lists than there are is
+    probing all of them, an exhaustive search whose recall (1.0) says nothing about the index."""
+    return (
+        f"must be at most index.nlist={nlist} (probing every list is an exhaustive search); "
+        f"lower index.nprobe or raise index.nlist"
+    )
+
+
 @dataclass
 class IndexConfig:
     """``index``: the Faiss index the item embeddings are exported into (see recsys.index).
@@ -147,6 +156,8 @@ class IndexConfig:
             int_at_least("index.nlist", self.nlist, 1)
         if self.nprobe is not None:
             int_at_least("index.nprobe", self.nprobe, 1)
+            if self.nlist is not None and self.nprobe > self.nlist:
+                fail("index.nprobe", self.nprobe, nprobe_requirement(self.nlist))
         int_at_least("index.M", self.M, 2)
         int_at_least("index.ef_construction", self.ef_construction, 1)
         int_at_least("index.ef_search", self.ef_search, 1)

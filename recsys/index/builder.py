@@ -125,11 +125,8 @@ def build_index(
         raise ValueError(f"mips_to_l2 applies to metric 'ip' only, not {metric!r}")
     xb, faiss_metric, max_norm = _indexed_vectors(x, metric, mips_to_l2)
 
-    if not 1 <= int(shards) <= n:
-        raise ValueError(f"shards must be in [1, n_items={n}], got {shards}")
-    bounds = shard_bounds(n, int(shards))
-    settings = _settings(
-        kind, bounds, nlist, nprobe, hnsw_m, ef_construction, ef_search, factory, seed
+    bounds, settings = _checked_settings(
+        kind, n, shards, nlist, nprobe, hnsw_m, ef_construction, ef_search, factory, seed
     )
     item_index = ItemIndex(
         _build_parts(kind, xb, faiss_metric, bounds, settings),
@@ -146,6 +143,31 @@ def build_index(
     if device == "gpu" or (device == "auto" and faiss_gpu_count() > 0):
         item_index.to_gpu(gpu_id)
     return item_index
+
+
+def check_settings(
+    kind: str,
+    n_items: int,
+    *,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    hnsw_m: int = DEFAULT_HNSW_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    factory: str | None = None,
+    shards: int = 1,
+) -> dict[str, Any]:
+    """The settings :func:`build_index` would use for `n_items` items (the IVF defaults filled
+    in), checked without building anything: a pipeline calls it before training so a setting the
+    data cannot take fails in seconds, not after the model is trained.
+
+    Raises:
+        ValueError: the same one-line message :func:`build_index` would raise.
+    """
+    _, settings = _checked_settings(
+        kind, n_items, shards, nlist, nprobe, hnsw_m, ef_construction, ef_search, factory, 0
+    )
+    return settings.params
 
 
 def _check_choices(kind: str, metric: str, device: str) -> None:
@@ -185,6 +207,20 @@ class _Settings:
     seed: int
 
 
+def _checked_settings(
+    kind: str,
+    n: int,
+    shards: int,
+    *settings: Any,
+) -> tuple[np.ndarray, _Settings]:
+    """The shard bounds of `n` items and the checked settings (:func:`_settings`'s arguments
+    after the bounds)."""
+    if not 1 <= int(shards) <= n:
+        raise ValueError(f"shards must be in [1, n_items={n}], got {shards}")
+    bounds = shard_bounds(n, int(shards))
+    return bounds, _settings(kind, bounds, *settings)
+
+
 def _settings(
     kind: str,
     bounds: np.ndarray,
@@ -206,9 +242,9 @@ def _settings(
             where = f"the smallest shard ({smallest} items)" if shards > 1 else f"n_items={n}"
             raise ValueError(f"nlist must be in [1, {where}], got {nlist}")
         nprobe = default_nprobe(nlist) if nprobe is None else int(nprobe)
-        if nprobe < 1:
-            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-        params.update(nlist=nlist, nprobe=min(nprobe, nlist))
+        if not 1 <= nprobe <= nlist:  # probing every list would be an exhaustive search
+            raise ValueError(f"nprobe must be in [1, nlist={nlist}], got {nprobe}")
+        params.update(nlist=nlist, nprobe=nprobe)
     elif kind == "hnsw":
         if hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
             raise ValueError(

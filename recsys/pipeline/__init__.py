@@ -39,8 +39,10 @@ from recsys.pipeline.artifacts import (
     MODEL_FILE,
     TB_DIR,
     TRAIN_FILE,
+    ArtifactError,
     atomic_write_json,
     atomic_write_text,
+    lock_run_folder,
 )
 from recsys.pipeline.callbacks import EarlyStopping, EpochHook
 from recsys.pipeline.checkpoints import Checkpointer
@@ -58,6 +60,7 @@ __all__ = [
     "MODEL_FILE",
     "TB_DIR",
     "TRAIN_FILE",
+    "ArtifactError",
     "Checkpointer",
     "EarlyStopping",
     "EpochHook",
@@ -70,6 +73,7 @@ __all__ = [
     "export_index",
     "load_data",
     "load_run",
+    "lock_run_folder",
     "parse_key_values",
     "prepare_data",
     "run",

@@ -7,9 +7,12 @@ Every artifact is written atomically (temp file + ``os.replace``), the model fir
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,12 @@ __all__ = [
     "MODEL_FILE",
     "TB_DIR",
     "TRAIN_FILE",
+    "ArtifactError",
     "artifact_paths",
     "atomic_write_json",
     "atomic_write_text",
+    "lock_run_folder",
+    "read_json",
     "remove_stale_temporaries",
 ]
 
@@ -38,6 +44,11 @@ METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
+
+
+class ArtifactError(ValueError):
+    """A run folder's file that cannot be used (unreadable JSON, a folder in use); the message
+    is one line naming the file and what to do."""
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -95,3 +106,38 @@ def remove_stale_temporaries(out: Path) -> None:
     for path in out.glob(".*"):
         if path.is_file() and any(path.name.startswith(f".{n}.") for n in names):
             path.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in `path`; ArtifactError naming the file when it is not valid JSON (a bare
+    ``Expecting value: line 2 column 1`` says nothing about which file)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(
+            f"{path} is not valid JSON ({err}); restore it or train into a new run folder"
+        ) from None
+
+
+@contextlib.contextmanager
+def lock_run_folder(out: Path) -> Iterator[None]:
+    """Create the run folder `out` and hold an exclusive lock on it while the block runs.
+
+    ``flock`` on the folder itself: no lock file to leave behind, and the OS releases the lock
+    when the process dies (even by ``kill -9``), so a killed run never blocks the next one. A
+    second run into a busy folder fails at once (ArtifactError) instead of interleaving its
+    checkpoints and artifacts with the first's.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArtifactError(
+                f"{out} is in use by another run; wait for it to finish or train into another "
+                "folder (hydra.run.dir)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

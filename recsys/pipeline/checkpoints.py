@@ -8,21 +8,29 @@ the checkpoint's is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from recsys.config import ConfigError, TrainConfig, differing_keys, flatten, to_dict, validate
-from recsys.pipeline.artifacts import atomic_write_json, atomic_write_text
+from recsys.pipeline.artifacts import ArtifactError, atomic_write_json, atomic_write_text, read_json
+from recsys.pipeline.job import logger
 
-__all__ = ["RESUME_MUTABLE", "Checkpointer", "resumed_config"]
+__all__ = [
+    "RESULT_NEUTRAL",
+    "RESUME_MUTABLE",
+    "Checkpointer",
+    "check_same_settings",
+    "resumed_config",
+]
 
-#: Keys a resumed run may change; everything else must match the checkpoint's configuration.
-RESUME_MUTABLE = (
+#: Keys that change how a run is shown, run or stored, not what it computes: a completed run
+#: answers a command that differs from it in these only.
+RESULT_NEUTRAL = (
     "resume",
     "run_dir",
     "progress",
@@ -33,6 +41,10 @@ RESUME_MUTABLE = (
     "als.distributed",
     "als.distributed_timeout_s",
 )
+#: Keys a resumed run may change; everything else must match the checkpoint's configuration.
+#: ``index`` is built after training from the trained model, so a run whose index settings
+#: failed is finished with other ones.
+RESUME_MUTABLE = (*RESULT_NEUTRAL, "index")
 
 
 class Checkpointer:
@@ -47,8 +59,10 @@ class Checkpointer:
     checkpoint (or no ``LATEST`` at all).
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], required: Sequence[str] = ()) -> None:
         self.folder = Path(folder)
+        #: keys a readable ``state.json`` must hold (one without them is skipped like a corrupt one)
+        self.required = tuple(required)
 
     @property
     def latest_file(self) -> Path:
@@ -82,14 +96,35 @@ class Checkpointer:
         folder = self.folder / self.latest_file.read_text().strip()
         return folder if (folder / "state.json").is_file() else None
 
+    def folders(self) -> list[Path]:
+        """Every checkpoint folder, the newest first (each complete: it is renamed into place
+        whole, so one is usable even when ``LATEST`` is lost)."""
+        return sorted(self.folder.glob("epoch-*"), reverse=True) if self.folder.is_dir() else []
+
     def load(self, device: str = "cpu") -> tuple[Any, Any | None, dict[str, Any]] | None:
-        """``(model, best_or_None, state)`` from the newest checkpoint, or None."""
+        """``(model, best_or_None, state)`` from the newest readable checkpoint, or None when
+        there is none. An unreadable one (a corrupt file) is skipped with a warning naming it;
+        ArtifactError (one line) when checkpoints exist and none is readable."""
+        problems = []
+        for folder in self.folders():
+            try:
+                return self._load_folder(folder, device)
+            except (ArtifactError, OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+                problems.append(f"{folder.name}: {' '.join(str(err).split())}")
+                logger.warning("checkpoint %s is unreadable (%s); trying an older one", folder, err)
+        if problems:
+            raise ArtifactError(
+                f"no readable checkpoint in {self.folder} ({'; '.join(problems)}); delete "
+                f"{self.folder} to train from the start"
+            )
+        return None
+
+    def _load_folder(self, folder: Path, device: str) -> tuple[Any, Any | None, dict[str, Any]]:
         from recsys.als import ALS
 
-        folder = self.latest()
-        if folder is None:
-            return None
-        state = json.loads((folder / "state.json").read_text())
+        state = read_json(folder / "state.json")
+        if not isinstance(state, dict) or not set(self.required) <= state.keys():
+            raise ArtifactError(f"{folder / 'state.json'} lacks {' / '.join(self.required)}")
         model = ALS.load(folder / "model.npz", device=device)
         best = (
             ALS.load(folder / "best.npz", device=device)
@@ -102,26 +137,41 @@ class Checkpointer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def check_same_settings(
+    conf: TrainConfig,
+    saved: dict[str, Any],
+    overrides: Sequence[str] | None,
+    out: Path,
+    *,
+    mutable: Sequence[str] = RESULT_NEUTRAL,
+    source: str = "completed run",
+) -> None:
+    """Raise ConfigError (one line, the first five keys) when the command asks for other
+    settings than `saved` (the config of the run in `out`, or of its checkpoint) outside
+    `mutable`: with `overrides` (the command line) only the keys typed there count, with None
+    every key of `conf` does. A completed run's result answers only the command it ran."""
+    current = to_dict(conf)
+    conflicts = _resume_conflicts(saved, current, overrides, mutable)
+    if conflicts:
+        was, now = flatten(saved), flatten(current)
+        shown = ", ".join(
+            f"{k} ({source} {was.get(k)!r}, now {now.get(k)!r})" for k in conflicts[:5]
+        )
+        raise ConfigError(
+            f"cannot resume {out}: the command asks for other settings than its {source}: "
+            f"{shown}; drop those overrides (a resumed run keeps its config) or start a new run"
+        )
+
+
 def resumed_config(
     conf: TrainConfig, saved: dict[str, Any], overrides: Sequence[str] | None, out: Path
 ) -> TrainConfig:
     """The checkpoint's config `saved` with the :data:`RESUME_MUTABLE` keys of `conf`.
 
-    Raises ConfigError (one line, the first five keys) when the command asks for other settings
-    than the checkpoint: with `overrides` (the command line) only the keys typed there count,
-    with None every key of `conf` does.
+    Raises ConfigError (:func:`check_same_settings`) when the command asks for other settings.
     """
+    check_same_settings(conf, saved, overrides, out, mutable=RESUME_MUTABLE, source="checkpoint")
     current = to_dict(conf)
-    conflicts = _resume_conflicts(saved, current, overrides)
-    if conflicts:
-        was, now = flatten(saved), flatten(current)
-        shown = ", ".join(
-            f"{k} (checkpoint {was.get(k)!r}, now {now.get(k)!r})" for k in conflicts[:5]
-        )
-        raise ConfigError(
-            f"cannot resume {out}: the command asks for other settings than its checkpoint: "
-            f"{shown}; drop those overrides (a resumed run keeps its config) or start a new run"
-        )
     mutable = {k: v for k, v in flatten(current).items()
                if any(k == m or k.startswith(m + ".") for m in RESUME_MUTABLE)}  # fmt: skip
     merged = {**flatten(saved), **mutable}
@@ -137,10 +187,13 @@ def _override_keys(overrides: Sequence[str]) -> list[str]:
 
 
 def _resume_conflicts(
-    saved: dict[str, Any], current: dict[str, Any], overrides: Sequence[str] | None
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    overrides: Sequence[str] | None,
+    mutable: Sequence[str],
 ) -> list[str]:
-    """Keys where the current command asks for something else than the checkpoint's config."""
-    diff = differing_keys(saved, current, ignore=RESUME_MUTABLE)
+    """Keys outside `mutable` where the current command asks for something else than `saved`."""
+    diff = differing_keys(saved, current, ignore=mutable)
     if overrides is None:
         return diff
     typed = [k for k in _override_keys(overrides) if not k.startswith("hydra")]

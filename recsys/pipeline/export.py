@@ -7,11 +7,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.config import TrainConfig
+from recsys.config import ConfigError, TrainConfig
 from recsys.pipeline.artifacts import artifact_paths
 from recsys.pipeline.data import Prepared
 
-__all__ = ["export_index", "export_model"]
+__all__ = ["check_index", "export_index", "export_model"]
+
+
+def check_index(conf: TrainConfig, n_items: int) -> None:
+    """Check ``conf.index`` against the data's `n_items` items before training, so a setting
+    the data cannot take (``index.nlist`` above the item count, ``index.nprobe`` above the
+    lists, ``index.shards``) fails before the model is trained, not after (ConfigError)."""
+    from recsys.index.builder import check_settings
+
+    ix = conf.index
+    try:
+        check_settings(
+            ix.type, n_items, nlist=ix.nlist, nprobe=ix.nprobe, hnsw_m=ix.M,
+            ef_construction=ix.ef_construction, ef_search=ix.ef_search, factory=ix.factory,
+            shards=ix.shards,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(
+            f"index (type {ix.type}) does not fit the data's {n_items} items: {err}; change "
+            "index.nlist / index.nprobe / index.shards (null nlist and nprobe take defaults "
+            "from the data)"
+        ) from None
 
 
 def export_index(
@@ -19,12 +40,38 @@ def export_index(
 ) -> dict[str, Any]:
     """Build the configured Faiss index over the model's item embeddings and save it atomically.
 
-    Returns a short description for metadata.json.
+    Returns a short description for metadata.json. Settings Faiss cannot build (a factory
+    string it cannot parse, more lists than items) raise ConfigError naming ``index``, in one
+    line instead of Faiss's C++ trace.
     """
-    from recsys.index import build_index_from_model, save_index
+    from recsys.index import save_index
 
     ix = conf.index
-    index = build_index_from_model(
+    try:
+        index = _build(model, conf)
+    except (ValueError, RuntimeError) as err:  # Faiss reports bad settings as RuntimeError
+        reason = " ".join(str(err).split()).split("failed: ")[-1]
+        setting = f"factory {ix.factory!r}" if ix.type == "factory" else f"type {ix.type}"
+        raise ConfigError(
+            f"index ({setting}) cannot be built over the {model.n_items} items: {reason}; "
+            "change index.* (a resume, run_dir=<this run>, may change them)"
+        ) from None
+    sidecar = save_index(index, path, model_path=model_path)
+    return {
+        "file": path.name,
+        "sidecar": sidecar.name,
+        "type": ix.type,
+        "metric": ix.metric,
+        "shards": index.shards,
+        "description": repr(index),
+    }
+
+
+def _build(model: Any, conf: TrainConfig) -> Any:
+    from recsys.index import build_index_from_model
+
+    ix = conf.index
+    return build_index_from_model(
         model,
         ix.type,
         ix.metric,
@@ -40,15 +87,6 @@ def export_index(
         seed=conf.seed,
         shards=ix.shards,
     )
-    sidecar = save_index(index, path, model_path=model_path)
-    return {
-        "file": path.name,
-        "sidecar": sidecar.name,
-        "type": ix.type,
-        "metric": ix.metric,
-        "shards": index.shards,
-        "description": repr(index),
-    }
 
 
 def export_model(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from recsys.als import ALS
-from recsys.config import TrainConfig, to_dict
+from recsys.config import ConfigError, TrainConfig, to_dict
 from recsys.pipeline.callbacks import (
     Checkpointing,
     EarlyStopping,
@@ -38,7 +38,18 @@ from recsys.pipeline.evaluate import evaluate_model
 from recsys.pipeline.job import Job
 from recsys.pipeline.tracking import Tracker
 
-__all__ = ["Fitted", "Start", "als_kwargs", "fit", "start_from"]
+__all__ = ["Fitted", "Start", "als_kwargs", "check_device", "fit", "start_from"]
+
+
+def check_device(cfg: TrainConfig) -> None:
+    """ConfigError naming ``als.device`` when this machine cannot run it (``cuda`` without
+    CUDA), before any data is loaded."""
+    from recsys.als.model import resolve_device
+
+    try:
+        resolve_device(cfg.als.device)
+    except ValueError as err:
+        raise ConfigError(f"als.device={cfg.als.device}: {err}") from None
 
 
 def als_kwargs(cfg: TrainConfig) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.config import validate
+from recsys.config import ConfigError, validate
 from recsys.pipeline.artifacts import (
     CHECKPOINT_DIR,
     METADATA_FILE,
@@ -23,14 +23,16 @@ from recsys.pipeline.artifacts import (
     TB_DIR,
     artifact_paths,
     atomic_write_json,
+    lock_run_folder,
+    read_json,
     remove_stale_temporaries,
 )
 from recsys.pipeline.callbacks import EpochHook
-from recsys.pipeline.checkpoints import Checkpointer, resumed_config
+from recsys.pipeline.checkpoints import Checkpointer, check_same_settings, resumed_config
 from recsys.pipeline.data import Prepared, prepare_data
 from recsys.pipeline.evaluate import evaluate_model, require_objective
-from recsys.pipeline.export import export_model
-from recsys.pipeline.fit import Fitted, Start, als_kwargs, fit, start_from
+from recsys.pipeline.export import check_index, export_model
+from recsys.pipeline.fit import Fitted, Start, als_kwargs, check_device, fit, start_from
 from recsys.pipeline.job import Job, logger
 from recsys.pipeline.metadata import hparams, metadata_record, metrics_record, utc_now
 from recsys.pipeline.ranks import distributed_report, join_ranks
@@ -79,12 +81,33 @@ def run(
         recsys.data.DataError: unusable input data.
     """
     conf = validate(cfg)
-    job = _open_run_folder(Job(conf, Path(output_dir), join_ranks(conf)))
-    out = job.out
+    check_device(conf)
+    job = Job(conf, Path(output_dir), join_ranks(conf))
+    if job.comm is not None:  # the run folder is rank 0's (the others read its checkpoints)
+        out = job.comm.broadcast_text(str(job.out), "broadcast of the run folder")
+        job = dataclasses.replace(job, out=Path(out))
+    with lock_run_folder(job.out) if job.primary else contextlib.nullcontext():
+        return _run_locked(job, overrides, epoch_hook)
+
+
+def _run_locked(
+    job: Job, overrides: Sequence[str] | None, epoch_hook: EpochHook | None
+) -> RunResult:
+    """:func:`run` once the primary holds the run folder's lock (and cleared a killed run's
+    temporary files): a completed run is answered from its files, an unfinished one resumed;
+    a fresh run into a folder holding either is refused (ConfigError), never trained over."""
+    conf, out = job.conf, job.out
+    if job.primary:
+        remove_stale_temporaries(out)
     resume = bool(conf.resume or conf.run_dir)
-    checkpointer = Checkpointer(out / CHECKPOINT_DIR)
-    if resume and (out / METRICS_FILE).is_file() and checkpointer.latest() is None:
-        return _completed(job)
+    checkpointer = Checkpointer(out / CHECKPOINT_DIR, required=("config", "early_stopping"))
+    if (out / METRICS_FILE).is_file():
+        return _completed(job, checkpointer, overrides, resume)
+    if not resume and checkpointer.folders():
+        raise ConfigError(
+            f"{out} holds an unfinished run ({CHECKPOINT_DIR}/); continue it with run_dir={out}, "
+            "or train into a new folder (another hydra.run.dir)"
+        )
     loaded = checkpointer.load(device=als_kwargs(conf)["device"]) if resume else None
     if resume and loaded is None and job.primary:
         logger.warning("resume: no checkpoint in %s; starting from scratch", out)
@@ -94,31 +117,30 @@ def run(
         )
     elif job.primary:
         checkpointer.clear()
-        for name in (METRICS_FILE, METADATA_FILE):
-            (out / name).unlink(missing_ok=True)
     return _train(job, checkpointer, loaded, overrides, epoch_hook)
 
 
-def _open_run_folder(job: Job) -> Job:
-    """The job in its run folder: rank 0's in a distributed run (the others read its checkpoints
-    when resuming), created and cleared of a killed run's temporary files by the primary."""
+def _completed(
+    job: Job, checkpointer: Checkpointer, overrides: Sequence[str] | None, resume: bool
+) -> RunResult:
+    """The result of a run folder that is already complete: with ``resume`` / ``run_dir`` and
+    a command asking for nothing else than the run did (ConfigError otherwise, as a fresh run
+    into it is: a complete run is never overwritten)."""
     out = job.out
-    if job.comm is not None:
-        out = Path(job.comm.broadcast_text(str(out), "broadcast of the run folder"))
+    if not resume:
+        raise ConfigError(
+            f"{out} already holds a completed run ({METRICS_FILE}); train into a new folder "
+            f"(another hydra.run.dir) or pass run_dir={out} to read its result"
+        )
+    meta = read_json(out / METADATA_FILE)
+    check_same_settings(job.conf, meta["config"], overrides, out)
+    metrics = read_json(out / METRICS_FILE)
     if job.primary:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
-    return dataclasses.replace(job, out=out)
-
-
-def _completed(job: Job) -> RunResult:
-    """The result of a run folder that is already complete (nothing to resume)."""
-    metrics = json.loads((job.out / METRICS_FILE).read_text())
-    if job.primary:
-        logger.info("run in %s is already complete; nothing to resume", job.out)
+        checkpointer.clear()  # left by a run killed between metrics.json and its cleanup
+        logger.info("run in %s is already complete; nothing to resume", out)
     objective = job.conf.eval.objective
     return RunResult(
-        job.out, objective, float(metrics[objective]), metrics, artifact_paths(job.out),
+        out, objective, float(metrics[objective]), metrics, artifact_paths(out),
         skipped=True, primary=job.primary,
     )  # fmt: skip
 
@@ -149,6 +171,7 @@ def _train(
     t0 = time.perf_counter()
     data = prepare_data(job.conf)
     load_seconds = time.perf_counter() - t0
+    check_index(job.conf, data.train.n_items)  # before training: a bad index.* fails now
     job.info(
         "data: %s; train %d, test %d, validation %s interactions",
         data.full_stats, data.train.nnz, data.test.nnz,

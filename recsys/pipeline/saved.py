@@ -3,7 +3,6 @@ and the ``key=value`` command lines of those scripts."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,14 @@ from typing import Any
 from recsys.als import ALS
 from recsys.config import TrainConfig, validate
 from recsys.data.interactions import Interactions
-from recsys.pipeline.artifacts import METADATA_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
+from recsys.pipeline.artifacts import (
+    CHECKPOINT_DIR,
+    METADATA_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    TRAIN_FILE,
+    read_json,
+)
 
 __all__ = ["SavedRun", "load_run", "parse_key_values"]
 
@@ -39,11 +45,15 @@ def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> SavedRu
         raise FileNotFoundError(f"run folder {folder} does not exist")
     meta_path = folder / METADATA_FILE
     if not meta_path.is_file() or not (folder / METRICS_FILE).is_file():
-        raise FileNotFoundError(
-            f"{folder} holds no completed run (no {METADATA_FILE} / {METRICS_FILE}); pass the "
-            "folder scripts/train.py printed, e.g. outputs/<date>/<time>"
+        finish = (
+            f"finish it with scripts/train.py run_dir={folder} (index.* may change)"
+            if (folder / CHECKPOINT_DIR / "LATEST").is_file()
+            else "pass the folder scripts/train.py printed, e.g. outputs/<date>/<time>"
         )
-    metadata = json.loads(meta_path.read_text())
+        raise FileNotFoundError(
+            f"{folder} holds no completed run (no {METADATA_FILE} / {METRICS_FILE}); {finish}"
+        )
+    metadata = read_json(meta_path)
     model = ALS.load(folder / MODEL_FILE, device=device)
     train = Interactions.load(folder / TRAIN_FILE) if (folder / TRAIN_FILE).is_file() else None
     return SavedRun(folder, metadata, model, train)

@@ -124,6 +124,19 @@ def test_bad_values_give_one_line_naming_key_and_allowed_values(
     assert message.startswith(expected), message
 
 
+def test_nprobe_above_a_given_nlist_is_refused_at_config_time() -> None:
+    """Probing more lists than there are would silently probe them all: an exhaustive search
+    reporting recall 1.0 for any IVF index."""
+    message = check_overrides(["index=ivf", "index.nlist=16", "index.nprobe=64"], config_dir=CONF)
+    assert message == (
+        "index.nprobe=64: must be at most index.nlist=16 (probing every list is an exhaustive "
+        "search); lower index.nprobe or raise index.nlist"
+    )
+    assert (
+        check_overrides(["index=ivf", "index.nlist=16", "index.nprobe=16"], config_dir=CONF) is None
+    )
+
+
 def test_posterior_sampling_needs_the_exact_solver_in_one_process() -> None:
     message = check_overrides(["als.posterior_samples=5", "als.solver=cg"], config_dir=CONF)
     assert message == "als.posterior_samples=5: needs als.solver=cholesky"

@@ -16,7 +16,7 @@ from recsys import pipeline
 from recsys.als import ALS
 from recsys.data.interactions import Interactions
 
-REPO = Path(__file__).resolve().parents[2]
+from .scripts import REPO, load_script
 
 TINY_CLI = [
     "data.preset=tiny",
@@ -59,21 +59,10 @@ def test_multirun_writes_one_complete_job_folder_per_combination(tmp_path: Path)
     assert not (tmp_path / "outputs").exists()  # multirun writes only into the sweep folder
 
 
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        f"_script_{name}", REPO / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_recommend_script_serves_unseen_items_with_model_scores(
     tiny_run: pipeline.RunResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recommend = _load_script("recommend")
+    recommend = load_script("recommend")
     out = tiny_run.output_dir
     assert recommend.main([f"run_dir={out}", "user=3,17", "k=5", "format=json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -107,7 +96,7 @@ def test_export_index_rebuilds_with_other_settings(
 ) -> None:
     from recsys.index import default_nlist, default_nprobe, load_index, read_sidecar
 
-    export = _load_script("export_index")
+    export = load_script("export_index")
     out = tiny_run.output_dir
     code = export.main([f"run_dir={out}", "index=hnsw", "index.M=8", "out=hnsw.faiss", "check=50"])
     assert code == 0

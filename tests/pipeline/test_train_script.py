@@ -1,0 +1,163 @@
+"""scripts/train.py's exits: every failure of a run is one line and a status, the run folder is
+held by one run at a time, an interrupt leaves the checkpoint intact, and the scratch folders of
+ranks > 0 never outlive them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from recsys.als.training import DivergenceError
+
+from .scripts import TRAIN, load_script
+
+QUICK = ["data.preset=tiny", "als.n_factors=4", "als.device=cpu", "progress=false"]
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_failures_of_a_run_are_one_line_with_a_status() -> None:
+    train = load_script("train")
+    out = Path("/runs/a")
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/a/.model.npz.x.npz")
+    assert train._failure(full, out) == (
+        "no space left on the device writing /runs/a/.model.npz.x.npz; free space, then resume",
+        1,
+    )
+    assert train._failure(PermissionError(errno.EACCES, "Permission denied", "/runs"), out) == (
+        "Permission denied: /runs",
+        1,
+    )
+    message, status = train._failure(ValueError("user_items has\n NaN"), out)
+    assert status == 1 and message == (
+        "training in /runs/a failed: user_items has NaN; its last checkpoint is kept"
+    )
+    assert train._failure(DivergenceError("loss is nan at epoch 3"), out) == (
+        "loss is nan at epoch 3",
+        2,
+    )
+    message, status = train._failure(KeyboardInterrupt(), out)
+    assert status == 130 and "resume with run_dir=/runs/a" in message
+    assert train._failure(RuntimeError("a bug"), out) is None  # a bug keeps its traceback
+
+
+def test_run_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for key in ("hydra.run.dir", "run_dir"):
+        proc = subprocess.run(
+            [*TRAIN, *QUICK, f"{key}=afile/run"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2
+        assert _one_line(proc.stderr) == (
+            f"error: {key}=afile/run: afile is a file, not a folder; choose another {key}"
+        )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_second_run_into_a_busy_folder_fails_and_an_interrupt_keeps_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    first = subprocess.Popen(
+        [*TRAIN, *QUICK, "als.iterations=1000000", "eval.patience=0", "checkpoint.every=1",
+         "tracking.enabled=false", f"hydra.run.dir={run}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(run / "checkpoints" / "LATEST", first)
+        hydra_files = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
+        second = subprocess.run(
+            [*TRAIN, *QUICK, "checkpoint.every=0", f"hydra.run.dir={run}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert _one_line(second.stderr) == (
+            f"error: {run} is in use by another run; wait for it to finish or train into "
+            "another folder (hydra.run.dir)"
+        )
+        assert first.poll() is None  # the first run goes on, its Hydra files untouched
+        assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_files
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 130
+    assert _one_line(stderr) == (
+        f"error: interrupted; the last checkpoint in {run} is intact: resume with run_dir={run}"
+    )
+    latest = (run / "checkpoints" / "LATEST").read_text().strip()
+    assert (run / "checkpoints" / latest / "state.json").is_file()
+    assert not (run / "metrics.json").exists()
+
+
+def test_rank_scratch_folders_are_removed_also_after_a_killed_rank(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    dead = tmp / "recsys-rank1-999999999-abc"  # left by a rank killed with kill -9
+    dead.mkdir()
+    other = tmp / "recsys-rank1-notes"  # not a scratch folder: kept
+    other.mkdir()
+    env = {**os.environ, "RANK": "1", "TMPDIR": str(tmp)}
+    proc = subprocess.run(
+        [*TRAIN, *QUICK, "als.iterations=1", "checkpoint.every=0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp.iterdir()) == ["recsys-rank1-notes"]
+
+
+@pytest.mark.parametrize(
+    "name", ["model.npz", "metadata.json", "metadata", "metrics", "train.npz", "../x.faiss",
+             "/tmp/x.faiss", ".items.faiss", "sub/x.faiss", ""],
+)  # fmt: skip
+def test_export_index_out_never_names_another_artifact(
+    tiny_run, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.output_dir, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    export = load_script("export_index")
+    assert export.main([f"run_dir={run}", "index=ivf", f"out={name}", "check=0"]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"error: out={name}: give a file name ending in .faiss (no folder, e.g. out=ivf.faiss); "
+        "it is written into the run folder next to the run's own artifacts"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "x.faiss").exists()
+
+
+def test_export_index_says_which_index_it_replaces(
+    tiny_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.output_dir, run)
+    export = load_script("export_index")
+    assert export.main([f"run_dir={run}", "index=hnsw", "check=0"]) == 0
+    out = capsys.readouterr().out
+    assert "[recsys] replaced the previous items.faiss: flat index, metric ip" in out
+    assert export.main([f"run_dir={run}", "out=new.faiss", "check=0"]) == 0
+    assert "replaced" not in capsys.readouterr().out

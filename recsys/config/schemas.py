@@ -3,6 +3,7 @@ and of the whole job (:class:`TrainConfig`); ranges and names are checked in ``_
 """
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 from omegaconf import II
@@ -18,9 +19,11 @@ from recsys.config.checks import (
     number_at_least,
     one_of,
 )
+from recsys.data.tables import IdType
 
 DATA_SOURCES = ("synthetic", "movielens", "lightgcn", "files")
 SYNTHETIC_PRESETS = ("tiny", "small", "medium", "ml20m")
+ID_TYPES = typing.get_args(IdType)
 SPLIT_METHODS = ("given", "random", "leave_k_out", "temporal", "strong")
 INDEX_TYPES = ("flat", "ivf", "hnsw", "factory")
 INDEX_METRICS = ("ip", "cosine", "l2")
@@ -44,6 +47,9 @@ class DataConfig:
     ``train.txt`` / ``test.txt``), ``files`` (a delimited or Parquet file, with column names).
     ``chunk_rows``: ``files`` are read that many lines / rows at a time in two passes, so the raw
     table and the matrix are never in memory together (null: the whole file at once).
+    ``encoding`` of text ``files``; ``id_type`` of their id columns: ``auto`` (integers when every
+    id is one, else strings, logging the line that made them strings), ``int`` (a line with
+    another id is an error) or ``str``.
     """
 
     source: str = "synthetic"
@@ -62,6 +68,8 @@ class DataConfig:
     sep: str | None = None
     header: bool = True
     chunk_rows: int | None = 1_000_000
+    encoding: str = "utf-8"
+    id_type: str = "auto"
     binarize: float | None = None
     min_user_interactions: int = 0
     min_item_interactions: int = 0
@@ -81,6 +89,7 @@ class DataConfig:
             number_at_least("data.binarize", self.binarize, 0.0)
         if self.chunk_rows is not None:
             int_at_least("data.chunk_rows", self.chunk_rows, 1)
+        one_of("data.id_type", self.id_type, ID_TYPES)
         int_at_least("data.min_user_interactions", self.min_user_interactions, 0)
         int_at_least("data.min_item_interactions", self.min_item_interactions, 0)
 

@@ -71,6 +71,8 @@ def load_data(cfg: TrainConfig) -> tuple[Any, Any | None]:
             header=d.header,
             test_path=_resolve_path(d.test_path),
             chunk_rows=d.chunk_rows,
+            encoding=d.encoding,
+            id_type=d.id_type,
         )
     if isinstance(result, rdata.Split):
         return result.train, result

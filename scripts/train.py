@@ -235,6 +235,8 @@ def main() -> None:
         sys.argv.extend(_quiet_rank_overrides(str(_make_scratch())))
     try:
         train()
+    except KeyboardInterrupt:  # before the run started (during the run: `_failure`)
+        _fail("interrupted before the run started; nothing was trained", 130)
     finally:
         _remove_scratch()
     from recsys.als.distributed import shutdown

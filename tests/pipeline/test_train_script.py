@@ -8,12 +8,13 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from recsys.als.training import DivergenceError
+from recsys.als import DivergenceError
 
 from .scripts import TRAIN, load_script
 
@@ -161,3 +162,19 @@ def test_export_index_says_which_index_it_replaces(
     assert "[recsys] replaced the previous items.faiss: flat index, metric ip" in out
     assert export.main([f"run_dir={run}", "out=new.faiss", "check=0"]) == 0
     assert "replaced" not in capsys.readouterr().out
+
+
+def test_an_interrupt_before_the_run_starts_is_one_line(monkeypatch, capsys) -> None:
+    script = load_script("train")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "train", interrupted)
+    monkeypatch.setattr(sys, "argv", ["train.py", "progress=false"])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "error: interrupted before the run started; nothing was trained"
+    )

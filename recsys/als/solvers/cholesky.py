@@ -29,6 +29,8 @@ x ~ N(A^-1 b, sigma^2 A^-1) exactly.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -90,7 +92,8 @@ WIDEST = 1.0 / torch.finfo(torch.float64).eps
 
 def _check_solves(state: _Eigenbasis, dtype: torch.dtype) -> None:
     """Raise when a chunk's matrix was not positive definite, or when the systems were so badly
-    conditioned that the solutions keep no correct digit (one host sync for both).
+    conditioned that the solutions keep no correct digit, and warn from sqrt(1 / eps) on, where
+    they keep half of them (one host sync for all three).
 
     Every scaled system I + W^T W has eigenvalues >= 1, so the square of its largest Cholesky
     pivot bounds its condition number from below; from 1 / eps of the dtype on (8.4e6 in
@@ -105,6 +108,15 @@ def _check_solves(state: _Eigenbasis, dtype: torch.dtype) -> None:
             "increase regularization or use dtype='float64'"
         )
     limit = 1.0 / torch.finfo(dtype).eps
+    if math.sqrt(limit) <= pivot * pivot < limit:
+        warnings.warn(
+            f"the per-row systems are ill-conditioned (condition number at least "
+            f"{pivot * pivot:.2g}): the solutions lose about half of the "
+            f"{str(dtype).removeprefix('torch.')} digits and the observed weights swamp the "
+            "regularization; raise regularization or lower alpha",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if not pivot * pivot < limit:
         raise TrainingError(
             f"the per-row systems are too ill-conditioned for {str(dtype).removeprefix('torch.')} "

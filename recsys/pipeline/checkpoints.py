@@ -54,10 +54,14 @@ class Checkpointer:
     epoch, ``ALS.save``), optionally ``best.npz`` (the best evaluated factors so far, when they
     are from an earlier epoch) and ``state.json`` (early-stopping state, evaluations, the
     resolved config, elapsed seconds). It is written under a temporary name and renamed into
-    place; then the one-line file ``LATEST`` is replaced atomically to point at it, and older
-    checkpoint folders are removed. A kill at any moment leaves ``LATEST`` naming a complete
-    checkpoint (or no ``LATEST`` at all).
+    place; then the one-line file ``LATEST`` is replaced atomically to point at it, and folders
+    older than the previous checkpoint are removed. A kill at any moment leaves ``LATEST`` naming a
+    complete checkpoint (or no ``LATEST`` at all), and a newest checkpoint damaged later (a bad
+    disk, a stray edit) still leaves the previous one to resume from.
     """
+
+    #: checkpoints kept: the newest and the one before it, to fall back to
+    KEEP = 2
 
     def __init__(self, folder: str | os.PathLike[str], required: Sequence[str] = ()) -> None:
         self.folder = Path(folder)
@@ -72,20 +76,22 @@ class Checkpointer:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:05d}"
         final = self.folder / name
-        if not final.exists():
-            tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}."))
-            try:
-                model.save(tmp / "model.npz")
-                if best is not None:
-                    best.save(tmp / "best.npz")
-                atomic_write_json(tmp / "state.json", dict(state))
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}."))
+        try:
+            model.save(tmp / "model.npz")
+            if best is not None:
+                best.save(tmp / "best.npz")
+            atomic_write_json(tmp / "state.json", dict(state))
+            if final.exists():  # an older save of this epoch (e.g. a damaged one resumed past)
+                final.rename(tmp.with_suffix(".replaced"))
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         atomic_write_text(self.latest_file, name + "\n")
+        previous = [f for f in self.folders() if f.name < name][: self.KEEP - 1]
         for other in self.folder.iterdir():
-            if other.is_dir() and other.name != name:
+            if other.is_dir() and other != final and other not in previous:
                 shutil.rmtree(other, ignore_errors=True)
         return final
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recsys import pipeline
@@ -31,7 +32,28 @@ def test_checkpointer_is_atomic_and_keeps_only_the_latest(tmp_path: Path) -> Non
     assert ck.latest() == tmp_path / "checkpoints" / "epoch-00001"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00001"]
     ck.save(3, model, model, {"epoch": 3})
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-00003"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "LATEST",
+        "epoch-00001",
+        "epoch-00003",
+    ]  # the newest and the one before it
     loaded, best, state = ck.load()
     assert state == {"epoch": 3} and best is not None
     assert torch.equal(loaded.item_factors, model.item_factors)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path, caplog) -> None:
+    model = ALS(n_factors=3, iterations=1, device="cpu").fit(sp.eye(5, format="csr"))
+    ck = pipeline.Checkpointer(tmp_path / "checkpoints")
+    for epoch in (1, 2, 3):
+        ck.save(epoch, model, None, {"epoch": epoch})
+    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert folders == ["epoch-00002", "epoch-00003"]
+    (tmp_path / "checkpoints" / "epoch-00003" / "model.npz").write_bytes(b"bit rot")
+    _, _, state = ck.load()
+    assert state == {"epoch": 2}
+    assert "epoch-00003" in caplog.text and "trying an older one" in caplog.text
+    ck.save(3, model, None, {"epoch": 3})  # resumed from epoch 2: epoch 3 is written anew
+    assert ck.load()[2] == {"epoch": 3}
+    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert folders == ["epoch-00002", "epoch-00003"]

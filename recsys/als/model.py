@@ -22,9 +22,17 @@ import torch
 
 from recsys.als.equations import NormalEquations
 from recsys.als.footprint import check_fit_memory
-from recsys.als.inputs import as_csr, ids_to_array, index_array
+from recsys.als.inputs import (
+    allowed_mask,
+    as_csr,
+    check_settings,
+    checked_indices,
+    ids_to_array,
+    index_array,
+)
 from recsys.als.persistence import load_model, save_model
 from recsys.als.posterior import sample_posterior
+from recsys.als.ranking import as_results, cosine_neighbours, mask_tensor, queries
 from recsys.als.solvers import SOLVERS, Solver
 from recsys.als.solvers.cholesky import CholeskySolver
 from recsys.als.training import Callback, LocalStrategy, train
@@ -106,27 +114,11 @@ class ALS:
         calculate_loss: bool = True,
         **part_params: Any,
     ) -> None:
-        if isinstance(n_factors, bool) or not isinstance(n_factors, int | np.integer):
-            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
-        if n_factors < 1:
-            raise ValueError(f"n_factors must be >= 1, got {n_factors}")
-        if not regularization >= 0:
-            raise ValueError(f"regularization must be >= 0, got {regularization}")
-        if bias_regularization is not None and not bias_regularization >= 0:
-            raise ValueError(f"bias_regularization must be >= 0, got {bias_regularization}")
-        if use_bias and not (
-            regularization > 0 and (bias_regularization is None or bias_regularization > 0)
-        ):
-            raise ValueError(
-                "use_bias=True needs regularization > 0 and bias_regularization > 0 so every "
-                "solve is well posed; raise them or set use_bias=False"
-            )
-        if int(iterations) < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        check_settings(
+            n_factors, regularization, bias_regularization, use_bias, iterations, memory_budget_mb
+        )
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if not memory_budget_mb > 0:
-            raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
         unknown = sorted(set(part_params) - set(part_parameters()))
         if unknown:
             own = [p for p in inspect.signature(ALS).parameters if p != "part_params"]
@@ -389,21 +381,18 @@ class ALS:
             raise RuntimeError("the model is not fitted yet: call fit() or ALS.load() first")
 
     def _index_tensor(self, ids: Any, n: int, what: str) -> torch.Tensor:
-        idx = torch.as_tensor(index_array(ids, what), device=self.device)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise IndexError(
-                f"{what} ids must be internal indices in [0, {n}); got out-of-range ids"
-            )
-        return idx
+        return torch.as_tensor(checked_indices(ids, n, what), device=self.device)
+
+    def _stored_queries(self, user_ids: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """`queries` of trained users."""
+        self._require_fitted()
+        idx = self._index_tensor(user_ids, self.n_users, "user")
+        bias = None if self.user_bias is None else self.user_bias[idx]
+        return queries(self.user_factors[idx], bias, self.global_bias)
 
     def user_embeddings(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Query vectors q_u (float32): score(u, i) = q_u . item_embeddings()[i] + user_offsets."""
-        self._require_fitted()
-        idx = self._index_tensor(user_ids, self.n_users, "user")
-        x = self.user_factors[idx]
-        if self.user_bias is not None:
-            x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        return x.float().cpu().numpy()
+        return self._stored_queries(user_ids)[0].cpu().numpy()
 
     def item_embeddings(self) -> np.ndarray:
         """Item vectors (float32, n_items x d), the item bias folded in as the last dimension."""
@@ -415,12 +404,7 @@ class ALS:
 
     def user_offsets(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Per-user constant of every score: the user bias plus the global mean."""
-        self._require_fitted()
-        idx = self._index_tensor(user_ids, self.n_users, "user")
-        offset = torch.full((idx.numel(),), self.global_bias, dtype=torch.float64)
-        if self.user_bias is not None:
-            offset = offset + self.user_bias[idx].double().cpu()
-        return offset.float().numpy()
+        return self._stored_queries(user_ids)[1].cpu().numpy()
 
     def predict(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Scores of the (user, item) pairs given elementwise (e.g. predicted ratings)."""
@@ -439,60 +423,96 @@ class ALS:
     def recommend(
         self,
         user_ids: Any,
-        user_items: sp.csr_matrix | None = None,
+        user_items: Any = None,
         k: int = 10,
         filter_seen: bool = True,
         filter_items: Any = None,
         items: Any = None,
+        *,
+        recalculate_user: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per user by exact score over the whole catalog (or `items`).
 
         `user_items` holds one row per entry of `user_ids` (their interactions, as in `implicit`);
-        with `filter_seen` those items are excluded. `filter_items` are excluded for everyone,
-        `items` restricts the candidates. Returns internal item ids (int64) and scores (float32),
-        both (len(user_ids), k); slots beyond the number of eligible items hold id -1, score -inf.
+        with `filter_seen` those items are excluded. With `recalculate_user` the users' vectors
+        are solved from those rows (`fold_in_factors`) instead of read from the model, so the
+        ids may be users the model has never seen. `items` restricts the candidates and
+        `filter_items` are excluded for everyone (within `items` when both are given).
+        Returns internal item ids (int64) and scores (float32), both (len(user_ids), k), or
+        (k,) for one scalar user id; slots beyond the number of eligible items hold id -1,
+        score -inf.
         """
         self._require_fitted()
-        users = self._index_tensor(user_ids, self.n_users, "user")
-        exclude = None
-        if filter_seen:
+        if recalculate_user:  # the ids only label the rows: new users have no index yet
+            n_users = index_array(user_ids, "user").size
+        else:
+            vectors, offsets = self._stored_queries(user_ids)
+            n_users = vectors.shape[0]
+        rows = None
+        if filter_seen or recalculate_user:
             if user_items is None:
-                raise ValueError("filter_seen=True needs user_items (one row per user id)")
-            exclude, _ = self._interactions(user_items)
-            if exclude.shape != (users.numel(), self.n_items):
+                flag = "filter_seen" if filter_seen else "recalculate_user"
+                raise ValueError(f"{flag}=True needs user_items (one row per user id)")
+            rows, _ = self._interactions(user_items)
+            if rows.shape != (n_users, self.n_items):
                 raise ValueError(
                     f"user_items must have one row per user id and one column per item: "
-                    f"expected {(users.numel(), self.n_items)}, got {exclude.shape}"
+                    f"expected {(n_users, self.n_items)}, got {rows.shape}"
                 )
-        allowed = np.ones(self.n_items, dtype=bool)
-        if items is not None:
-            allowed[:] = False
-            allowed[self._index_tensor(items, self.n_items, "item").cpu().numpy()] = True
-        if filter_items is not None:
-            allowed[self._index_tensor(filter_items, self.n_items, "item").cpu().numpy()] = False
-        q = torch.from_numpy(self.user_embeddings(users.cpu().numpy())).to(self.device)
-        e = torch.from_numpy(self.item_embeddings()).to(self.device)
-        ids, scores = topk_items(
-            q,
-            e,
+        if recalculate_user:
+            vectors, offsets = queries(*self.fold_in_factors(rows), self.global_bias)
+        allowed = allowed_mask(items, filter_items, self.n_items, "item")
+        top = topk_items(
+            vectors,
+            torch.from_numpy(self.item_embeddings()).to(self.device),
             k,
-            exclude=exclude,
-            user_offsets=torch.from_numpy(self.user_offsets(users.cpu().numpy())).to(self.device),
-            allowed_items=None if allowed.all() else torch.from_numpy(allowed).to(self.device),
+            exclude=rows if filter_seen else None,
+            user_offsets=offsets,
+            allowed_items=mask_tensor(allowed, self.device),
         )
-        return ids.cpu().numpy().astype(np.int64), scores.float().cpu().numpy()
+        return as_results(user_ids, top)
 
-    def similar_items(self, item_ids: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The k most cosine-similar items to each of `item_ids` (itself excluded)."""
+    def similar_items(
+        self,
+        item_ids: Any,
+        k: int = 10,
+        filter_items: Any = None,
+        items: Any = None,
+        *,
+        exclude_self: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k most cosine-similar items to each of `item_ids`, by their factors (no bias).
+
+        With `exclude_self` (the default) an item is never its own neighbour; with
+        ``exclude_self=False`` it is kept and comes first (cosine 1) as in `implicit`, unless
+        another item's factors point the same way. `items` and `filter_items` restrict the
+        candidates as in `recommend`. Returns ids (int64) and cosines (float32), (n, k), or
+        (k,) for one scalar id; slots beyond the eligible items hold id -1, score -inf.
+        """
+        return self._neighbours("item", item_ids, k, items, filter_items, exclude_self)
+
+    def similar_users(
+        self,
+        user_ids: Any,
+        k: int = 10,
+        filter_users: Any = None,
+        users: Any = None,
+        *,
+        exclude_self: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k most cosine-similar users to each of `user_ids`, by their factors (no bias):
+        `similar_items` on the user side (`users` / `filter_users` restrict the candidates)."""
+        return self._neighbours("user", user_ids, k, users, filter_users, exclude_self)
+
+    def _neighbours(
+        self, side: str, ids: Any, k: int, include: Any, exclude: Any, exclude_self: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`cosine_neighbours` among the `side` ("item" or "user") factors."""
         self._require_fitted()
-        idx = self._index_tensor(item_ids, self.n_items, "item")
-        unit = torch.nn.functional.normalize(self.item_factors.float(), dim=1)
-        itself = sp.csr_matrix(
-            (np.ones(idx.numel(), np.float32), (np.arange(idx.numel()), idx.cpu().numpy())),
-            shape=(idx.numel(), self.n_items),
-        )
-        ids, scores = topk_items(unit[idx], unit, k, exclude=itself)
-        return ids.cpu().numpy().astype(np.int64), scores.float().cpu().numpy()
+        table = getattr(self, f"{side}_factors")
+        idx = self._index_tensor(ids, table.shape[0], side)
+        allowed = allowed_mask(include, exclude, table.shape[0], side)
+        return as_results(ids, cosine_neighbours(table, idx, k, allowed, exclude_self))
 
     # ------------------------------------------------------------------ fold-in
     def fold_in_factors(self, user_items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -504,28 +524,28 @@ class ALS:
         """
         self._require_fitted()
         self._require_single("fold in users")
-        rows, _ = self._interactions(user_items)
-        if rows.shape[1] != self.n_items:
-            raise ValueError(f"rows must have {self.n_items} columns (items), got {rows.shape[1]}")
+        return self._solve_against("item", user_items, "user_items")
+
+    def _solve_against(
+        self, fixed: str, matrix: Any, name: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One exact solve per row of `matrix` against the `fixed` side ("item" or "user")."""
+        rows, _ = self._interactions(matrix, name)
+        factors, bias = getattr(self, f"{fixed}_factors"), getattr(self, f"{fixed}_bias")
+        if rows.shape[1] != factors.shape[0]:
+            raise ValueError(
+                f"{name} must have {factors.shape[0]} columns ({fixed}s), got {rows.shape[1]}"
+            )
         self.weighting.check_values(torch.from_numpy(rows.data))
-        current_bias = (
-            None
-            if self.user_bias is None
-            else torch.zeros(rows.shape[0], device=self.device, dtype=self.dtype)
-        )
         current = torch.zeros(rows.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
+        current_bias = None if bias is None else current[:, 0].clone()
         eq = self.exact_equations()
         with eq.solver.scratch():
-            return eq.solve_copy(
-                eq.rows(rows), self.item_factors, self.item_bias, current, current_bias
-            )
+            return eq.solve_copy(eq.rows(rows), factors, bias, current, current_bias)
 
     def fold_in(self, user_items: Any) -> np.ndarray:
         """Query embeddings (as `user_embeddings`) for new or changed users given their rows."""
-        factors, bias = self.fold_in_factors(user_items)
-        if bias is not None:
-            factors = torch.cat([factors, torch.ones_like(factors[:, :1])], dim=1)
-        return factors.float().cpu().numpy()
+        return queries(*self.fold_in_factors(user_items), self.global_bias)[0].cpu().numpy()
 
     def partial_fit_users(self, user_ids: Any, user_items: Any) -> None:
         """Recompute (or add, for ids >= n_users) the given users from their rows (one exact
@@ -540,19 +560,7 @@ class ALS:
         exact solve each."""
         self._require_fitted()
         self._require_single("refit items")
-        cols, _ = self._interactions(item_users, "item_users")
-        if cols.shape[1] != self.n_users:
-            raise ValueError(
-                f"item_users must have {self.n_users} columns (users), got {cols.shape[1]}"
-            )
-        self.weighting.check_values(torch.from_numpy(cols.data))
-        zeros = torch.zeros(cols.shape[0], self.n_factors, device=self.device, dtype=self.dtype)
-        bias0 = None if self.item_bias is None else zeros[:, 0].clone()
-        eq = self.exact_equations()
-        with eq.solver.scratch():
-            factors, bias = eq.solve_copy(
-                eq.rows(cols), self.user_factors, self.user_bias, zeros, bias0
-            )
+        factors, bias = self._solve_against("user", item_users, "item_users")
         self.item_factors, self.item_bias = self._scatter(
             self.item_factors, self.item_bias, item_ids, factors, bias
         )

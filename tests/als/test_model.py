@@ -105,9 +105,9 @@ def test_bad_hyperparameters_raise_clear_errors(kwargs, message):
 
 def test_bad_inputs_raise_clear_errors():
     dense = random_matrix(seed=10)
-    with pytest.raises(TypeError, match="CSR"):
+    with pytest.raises(ValueError, match="CSR"):
         ALS(n_factors=3).fit(dense)
-    with pytest.raises(TypeError, match="CSR"):
+    with pytest.raises(ValueError, match="CSR"):
         ALS(n_factors=3).fit(sp.coo_matrix(dense))
     negative = sp.csr_matrix(-dense)
     with pytest.raises(ValueError, match="needs them >= 0"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +29,7 @@ from recsys.als.inputs import (
     ids_to_array,
     index_array,
 )
-from recsys.als.persistence import load_model, save_model
+from recsys.als.persistence import ModelFile, load_model, save_model
 from recsys.als.posterior import sample_posterior
 from recsys.als.ranking import as_results, cosine_neighbours, mask_tensor, queries
 from recsys.als.solvers import SOLVERS, Solver
@@ -584,12 +583,14 @@ class ALS:
         return grown, grown_bias
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write one self-describing `.npz` (no pickle) atomically; returns the path written."""
+    def save(self, file: ModelFile) -> Path | None:
+        """Write one self-describing `.npz` (no pickle): to a path atomically (returns it), or
+        into an open binary file object such as `io.BytesIO` (returns None; not atomic)."""
         self._require_fitted()
-        return save_model(self, Path(path))
+        return save_model(self, file)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> ALS:
-        """Read a file written by `save` (never executes code from it) onto `device`."""
-        return load_model(cls, Path(path), device)
+    def load(cls, file: ModelFile, device: str = "cpu") -> ALS:
+        """Read a file written by `save`, from a path or an open binary file object (never
+        executes code from it), onto `device`."""
+        return load_model(cls, file, device)

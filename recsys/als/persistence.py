@@ -1,4 +1,5 @@
-"""The model file: one self-describing `.npz` (no pickle), written atomically.
+"""The model file: one self-describing `.npz` (no pickle), written atomically to a path or into
+an open binary file object.
 
 It holds the format version, the constructor arguments (`ALS.params`, JSON), the history, the
 global mean, the factors and biases, the external ids and, after posterior sampling, its
@@ -7,12 +8,14 @@ settings. Loading never executes code from the file.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,13 +24,36 @@ from recsys.als.protocol import FactorModel
 from recsys.io import atomic_path
 
 M = TypeVar("M", bound=FactorModel)
+#: where a model is saved to or loaded from: a path, or an open binary file object
+ModelFile = str | os.PathLike | IO[bytes]
 
 #: version of the file layout written by `save_model`; `load_model` rejects any other
 FORMAT_VERSION = 1
 
 
-def save_model(model: FactorModel, path: Path) -> Path:
-    """Write a fitted `model` to `path`; returns the path written."""
+def file_object(target: ModelFile) -> IO[bytes] | None:
+    """`target` when it is an open file object (binary: a text one is refused), else None."""
+    if not hasattr(target, "read") and not hasattr(target, "write"):
+        return None
+    if isinstance(target, io.TextIOBase):
+        raise ValueError(
+            f"{describe(target)} is opened in text mode; model files are binary: open it with "
+            "'wb' to save or 'rb' to load, or pass a path"
+        )
+    return target
+
+
+def describe(source: ModelFile) -> str:
+    """How messages name a model file: its path, or the file object's name when it has one."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str | os.PathLike) else f"the {type(source).__name__}"
+
+
+def save_model(model: FactorModel, target: ModelFile) -> Path | None:
+    """Write a fitted `model` to a path, atomically (returns the path), or into an open binary
+    file object at its position (returns None; not atomic, left open)."""
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(FORMAT_VERSION),
         "params": np.array(json.dumps(model.params)),
@@ -44,8 +70,13 @@ def save_model(model: FactorModel, path: Path) -> Path:
     for name in ("user_ids", "item_ids"):
         if getattr(model, name) is not None:
             arrays[name] = getattr(model, name)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    fh = file_object(target)
+    if fh is not None:
         np.savez(fh, **arrays)
+        return None
+    path = Path(target)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **arrays)
     return path
 
 
@@ -53,11 +84,16 @@ def save_model(model: FactorModel, path: Path) -> Path:
 REQUIRED = ("format_version", "params", "history", "global_bias", "user_factors", "item_factors")
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the `.npz` at `path`, read now (np.load reads members lazily, so a
-    truncated member or an object array would otherwise fail later, mid-load)."""
+def _read_arrays(source: ModelFile, path: str) -> dict[str, np.ndarray]:
+    """Every array of the `.npz` in `source` (named `path` in messages), read now (np.load reads
+    members lazily, so a truncated member or an object array would otherwise fail later,
+    mid-load)."""
+    fh = file_object(source)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(source if fh is None else fh, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (.npy), not an archive of them")
+        with data:
             return {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"no model file at {path}") from None
@@ -69,7 +105,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _json(path: Path, arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
+def _json(path: str, arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
     try:
         value = json.loads(str(arrays[name]))
     except ValueError as err:
@@ -79,7 +115,7 @@ def _json(path: Path, arrays: dict[str, np.ndarray], name: str, kind: type) -> A
     return value
 
 
-def _check_tables(path: Path, arrays: dict[str, np.ndarray], width: int, use_bias: bool) -> None:
+def _check_tables(path: str, arrays: dict[str, np.ndarray], width: int, use_bias: bool) -> None:
     """Refuse factor tables and biases of the wrong shape, dtype or with non-finite values."""
     for name in ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias"):
         if name not in arrays:
@@ -109,14 +145,16 @@ def _check_tables(path: Path, arrays: dict[str, np.ndarray], width: int, use_bia
                 )
 
 
-def load_model(cls: Callable[..., M], path: Path, device: str) -> M:
-    """Read a file written by :func:`save_model` onto `device` as a `cls` model.
+def load_model(cls: Callable[..., M], source: ModelFile, device: str) -> M:
+    """Read a file written by :func:`save_model` (a path or an open binary file object, read
+    from its position) onto `device` as a `cls` model.
 
     Every array is checked before the model is built: shapes agree with each other and with
     `n_factors`, tables are finite floats, and the JSON fields parse; a damaged or inconsistent
     file is one ValueError naming it.
     """
-    arrays = _read_arrays(path)
+    path = describe(source)
+    arrays = _read_arrays(source, path)
     missing = [name for name in REQUIRED if name not in arrays]
     if missing:
         raise ValueError(f"{path} is not a complete recsys ALS model: missing {missing}")

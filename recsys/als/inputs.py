@@ -81,6 +81,14 @@ def index_array(ids: Any, what: str) -> np.ndarray:
     )
 
 
+def list_length(k: Any) -> int:
+    """`k`, the length of a top-k list, as an int >= 1 (whole floats pass; booleans do not)."""
+    number = isinstance(k, int | np.integer | float | np.floating) and not isinstance(k, bool)
+    if not (number and np.isfinite(k) and k == int(k) and k >= 1):
+        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
 def checked_indices(ids: Any, n: int, what: str) -> np.ndarray:
     """`index_array` of ids that must also lie in [0, n): IndexError otherwise (as indexing a
     table of n rows would raise)."""

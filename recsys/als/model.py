@@ -28,6 +28,7 @@ from recsys.als.inputs import (
     checked_indices,
     ids_to_array,
     index_array,
+    list_length,
 )
 from recsys.als.persistence import ModelFile, load_model, save_model
 from recsys.als.posterior import sample_posterior
@@ -464,7 +465,7 @@ class ALS:
         top = topk_items(
             vectors,
             torch.from_numpy(self.item_embeddings()).to(self.device),
-            k,
+            list_length(k),
             exclude=rows if filter_seen else None,
             user_offsets=offsets,
             allowed_items=mask_tensor(allowed, self.device),
@@ -511,7 +512,7 @@ class ALS:
         table = getattr(self, f"{side}_factors")
         idx = self._index_tensor(ids, table.shape[0], side)
         allowed = allowed_mask(include, exclude, table.shape[0], side)
-        return as_results(ids, cosine_neighbours(table, idx, k, allowed, exclude_self))
+        return as_results(ids, cosine_neighbours(table, idx, list_length(k), allowed, exclude_self))
 
     # ------------------------------------------------------------------ fold-in
     def fold_in_factors(self, user_items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

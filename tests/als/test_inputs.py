@@ -73,3 +73,16 @@ def test_out_of_range_ids_are_index_errors_as_in_implicit():
     ):
         with pytest.raises(IndexError, match=r"ids must be internal indices in \[0, "):
             call()
+
+
+@pytest.mark.parametrize("k", ["5", 2.5, 0, None, True, float("nan"), float("inf")])
+def test_bad_list_lengths_are_value_errors(k):
+    model = ALS(n_factors=3, iterations=1).fit(sp.csr_matrix(random_matrix(seed=13)))
+    for call in (
+        lambda: model.recommend([0], k=k, filter_seen=False),
+        lambda: model.similar_items([0], k=k),
+        lambda: model.similar_users([0], k=k),
+    ):
+        with pytest.raises(ValueError, match="k must be a whole number >= 1"):
+            call()
+    assert model.similar_items([0], k=2.0)[0].shape == (1, 2)

@@ -88,9 +88,9 @@ def _read_arrays(source: ModelFile, path: str) -> dict[str, np.ndarray]:
     """Every array of the `.npz` in `source` (named `path` in messages), read now (np.load reads
     members lazily, so a truncated member or an object array would otherwise fail later,
     mid-load)."""
-    fh = file_object(source)
+    file_object(source)  # refuses a text-mode file before numpy reads str from it
     try:
-        data = np.load(source if fh is None else fh, allow_pickle=False)
+        data = np.load(source, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("it holds one array (.npy), not an archive of them")
         with data:

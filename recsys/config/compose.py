@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recsys.config.als import als_schema, load_plugins, plugins_in_overrides
-from recsys.config.checks import ConfigError, show
+from recsys.config.checks import ConfigError, did_you_mean, show
 from recsys.config.schemas import (
     CheckpointConfig,
     DataConfig,
@@ -109,7 +109,8 @@ def format_error(err: BaseException) -> str:
         group, _, name = str(missing or "").rpartition("/")
         shown = sorted(o for o in (options or []) if not o.startswith("base_"))
         if group:
-            return f"{group}={name}: unknown option; must be one of {', '.join(shown)}"
+            hint = did_you_mean(name, shown)
+            return f"{group}={name}: unknown option; must be one of {', '.join(shown)}{hint}"
         return str(err).splitlines()[0]
     cause = _root_cause(err)
     if isinstance(cause, ConfigError):
@@ -119,10 +120,12 @@ def format_error(err: BaseException) -> str:
         first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         key_match = re.match(r"Key '([^']+)' not in '", first)
         if key_match or "not in struct" in first or "is not in struct" in first:
-            parent = full_key.rpartition(".")[0]
+            parent, _, name = full_key.rpartition(".")
             allowed = _allowed_keys(parent)
             where = f"in {parent}" if parent else "at the top level"
             extra = f"; allowed keys {where}: {', '.join(allowed)}" if allowed else ""
+            if allowed and name:
+                extra += did_you_mean(name, allowed, f"{parent}." if parent else "")
             return f"{full_key or first}: unknown key{extra}"
         value = getattr(cause, "value", None)
         shown = f"={show(value)}" if value is not None else ""

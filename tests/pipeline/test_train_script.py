@@ -178,3 +178,16 @@ def test_an_interrupt_before_the_run_starts_is_one_line(monkeypatch, capsys) -> 
     assert capsys.readouterr().err.strip() == (
         "error: interrupted before the run started; nothing was trained"
     )
+
+
+def test_export_index_help_and_a_typo(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
+    export = load_script("export_index")
+    assert export.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(export.__doc__.strip().splitlines()[0])
+    assert out.strip().endswith("keys: " + ", ".join(export.KEYS))
+    assert {"run_dir", "out", "check", "device", "index", "index.nprobe"} <= set(export.KEYS)
+    assert export.main([f"run_dir={tiny_run.output_dir}", "outt=x.faiss"]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert message.startswith("error: outt=x.faiss: export_index.py takes run_dir=, out=")
+    assert message.endswith("; did you mean out?")

@@ -191,3 +191,14 @@ def test_export_index_help_and_a_typo(tiny_run, capsys: pytest.CaptureFixture[st
     message = _one_line(capsys.readouterr().err)
     assert message.startswith("error: outt=x.faiss: export_index.py takes run_dir=, out=")
     assert message.endswith("; did you mean out?")
+
+
+def test_help_lists_the_options_of_each_group_not_their_schemas(tmp_path: Path) -> None:
+    proc = subprocess.run([*TRAIN, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "base_" not in proc.stdout
+    for line in ("als: explicit, hkv, ials", "index: flat, hnsw, ivf",
+                 "experiment: gowalla, ml100k_explicit", "  n_factors: 64"):  # fmt: skip
+        assert f"\n{line}\n" in proc.stdout, line
+    assert not (tmp_path / "outputs").exists()

@@ -12,7 +12,8 @@ metrics.json, metadata.json and TensorBoard logs under tb/. The function returns
 (``eval.objective``, e.g. recall@20) so Hydra sweepers can optimise it.
 
 A bad config value stops the script before any data is loaded, with a one-line message naming
-the key and what is allowed (exit status 2).
+the key and what is allowed (exit status 2). A run that fails later (missing data file, full
+disk, ...) also ends with one line, which its run folder's ``train.log`` keeps as well.
 
 One model across N processes (users and items sharded over the ranks, Gloo on the CPU, NCCL with
 one GPU per rank); rank 0 alone logs, shows progress and writes the run folder:
@@ -28,6 +29,7 @@ after at most ``als.distributed_timeout_s`` seconds.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import sys
@@ -102,6 +104,16 @@ def _failure(err: BaseException, out: Path) -> tuple[str, int] | None:
     return None
 
 
+def _log_to_file(message: str, exc_info: object = None) -> None:
+    """`message` (with `exc_info`'s traceback) into the job's log file only (Hydra's
+    ``<run folder>/train.log``): the console already has the error, and a run folder that a
+    failure left behind then says why it ended instead of holding an empty log."""
+    record = logging.LogRecord("recsys", logging.ERROR, __file__, 0, message, None, exc_info)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name=CONFIG_NAME)
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
@@ -114,7 +126,9 @@ def train(cfg: DictConfig) -> float:
     except (Exception, KeyboardInterrupt) as err:
         failure = _failure(err, out)
         if failure is None:
+            _log_to_file("the run failed with an unexpected error", sys.exc_info())
             raise
+        _log_to_file(failure[0])
         _fail(*failure)
     if not result.primary:
         return result.objective

@@ -202,3 +202,34 @@ def test_help_lists_the_options_of_each_group_not_their_schemas(tmp_path: Path) 
                  "experiment: gowalla, ml100k_explicit", "  n_factors: 64"):  # fmt: skip
         assert f"\n{line}\n" in proc.stdout, line
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_failed_start_writes_its_error_into_the_run_folders_log(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*TRAIN, *QUICK, "data=files", "data.path=missing.csv"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    message = _one_line(proc.stderr).removeprefix("error: ")
+    assert "missing.csv" in message
+    (log,) = (tmp_path / "outputs").glob("*/*/train.log")
+    assert log.read_text().strip().endswith(f"[recsys][ERROR] - {message}")
+
+
+def test_an_unexpected_error_goes_into_the_log_file_with_its_traceback(tmp_path: Path) -> None:
+    import logging
+
+    train = load_script("train")
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("a bug")
+        except RuntimeError:
+            train._log_to_file("the run failed with an unexpected error", sys.exc_info())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert text.startswith("the run failed with an unexpected error\nTraceback")
+    assert "RuntimeError: a bug" in text

@@ -233,3 +233,25 @@ def test_an_unexpected_error_goes_into_the_log_file_with_its_traceback(tmp_path:
     text = (tmp_path / "train.log").read_text()
     assert text.startswith("the run failed with an unexpected error\nTraceback")
     assert "RuntimeError: a bug" in text
+
+
+def test_resume_with_nothing_to_resume_says_where_it_looked(tmp_path: Path, monkeypatch) -> None:
+    proc = subprocess.run([*TRAIN, *QUICK, "resume=true"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr) == (
+        f"error: resume=true: no unfinished run under {tmp_path.resolve() / 'outputs'} (a "
+        "<date>/<time> folder holding checkpoints/ and no metrics.json); name the run to "
+        "continue with run_dir=<run folder>, or drop resume=true to start a new run"
+    )
+    assert not (tmp_path / "outputs").exists()  # no new run folder
+    train = load_script("train")
+    monkeypatch.chdir(tmp_path)
+    assert train._resume_problem(["resume=true"], multirun=False) is not None
+    for overrides in (["resume=false"], ["resume=true", "run_dir=x"],
+                      ["resume=true", "hydra.run.dir=x"]):  # fmt: skip
+        assert train._resume_problem(overrides, multirun=False) is None, overrides
+    unfinished = tmp_path / "outputs" / "2024-01-01" / "10-00-00" / "checkpoints"
+    unfinished.mkdir(parents=True)
+    (unfinished / "LATEST").write_text("epoch-00001\n")
+    assert train._resume_problem(["resume=true"], multirun=False) is None

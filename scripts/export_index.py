@@ -6,12 +6,12 @@
 
 Index settings are the ``index`` group of ``conf/`` (``index=flat|ivf|hnsw`` and any
 ``index.<key>=...``), validated like ``scripts/train.py`` does. The index and its JSON sidecar are
-written atomically to ``out`` inside the run folder (default ``items.faiss``, the index
-``scripts/recommend.py`` serves; then ``metadata.json`` records the new settings). ``out`` is a
-``.faiss`` file name, so it never names one of the run's other artifacts; an index it replaces
-is described on the console. ``check=N``
-(default 1000, 0 to skip) measures the new index's recall@10 against exact inner-product search
-on N users (metric ip only).
+written atomically to ``out`` inside the run folder: by default ``items.faiss``, the index
+``scripts/recommend.py`` serves (``metadata.json`` then records the new settings); another name
+is served with ``recommend.py ... index=<out>``. ``out`` is a ``.faiss`` file name, so it never
+names one of the run's other artifacts; an index it replaces is described on the console.
+``check=N`` (default 1000, 0 to skip) measures the new index's recall@10 against exact
+inner-product search on N users (metric ip only); ``device`` (default cpu) loads the model.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.config import ConfigError, check_overrides, register_configs, validate
+from recsys.config import ConfigError, IndexConfig, check_overrides, register_configs, validate
+from recsys.config.checks import did_you_mean
 from recsys.pipeline import (
     INDEX_FILE,
     METADATA_FILE,
@@ -35,9 +36,12 @@ from recsys.pipeline import (
     load_run,
 )
 from recsys.pipeline.artifacts import read_json
+from recsys.pipeline.saved import index_file_name, script_help
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 OWN_KEYS = ("run_dir", "out", "check", "device")
+#: every key the command line takes: its own and the index settings
+KEYS = (*OWN_KEYS, "index", *(f"index.{f.name}" for f in dataclasses.fields(IndexConfig)))
 
 
 def index_config(overrides: Sequence[str]) -> Any:
@@ -48,8 +52,8 @@ def index_config(overrides: Sequence[str]) -> Any:
         key = item.split("=", 1)[0].lstrip("+~")
         if key != "index" and not key.startswith("index."):
             raise ConfigError(
-                f"{item}: export_index.py takes run_dir=, out=, check= and index settings "
-                "(index=flat|ivf|hnsw, index.<key>=...)"
+                f"{item}: export_index.py takes run_dir=, out=, check=, device= and index "
+                f"settings (index=flat|ivf|hnsw, index.<key>=...){did_you_mean(key, KEYS)}"
             )
     problem = check_overrides(overrides, config_dir=CONF_DIR)
     if problem:
@@ -57,18 +61,6 @@ def index_config(overrides: Sequence[str]) -> Any:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return validate(cfg).index
-
-
-def check_out_name(name: str) -> str:
-    """`name` when it is a ``.faiss`` file name (no folder): the index then stays inside the run
-    folder and neither it nor its sidecar (``<name>.json``) can replace one of the run's other
-    artifacts (``out=model.npz`` would replace the only model, ``out=metadata`` the metadata)."""
-    if not name.endswith(".faiss") or Path(name).name != name or name.startswith("."):
-        raise ConfigError(
-            f"out={name}: give a file name ending in .faiss (no folder, e.g. out=ivf.faiss); "
-            "it is written into the run folder next to the run's own artifacts"
-        )
-    return name
 
 
 def previous_index(path: Path) -> str | None:
@@ -111,6 +103,10 @@ def overlap_with_exact(run: SavedRun, index: Any, n_users: int, k: int = 10) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    text = script_help(argv, __doc__, KEYS)
+    if text is not None:
+        print(text)
+        return 0
     register_configs()
     own = [a for a in argv if a.split("=", 1)[0] in OWN_KEYS]
     rest = [a for a in argv if a not in own]
@@ -118,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "run_dir" not in opts:
             raise ConfigError("usage: export_index.py run_dir=<run folder> [index=...] [out=...]")
-        out_name = check_out_name(opts.get("out", INDEX_FILE))
+        out_name = index_file_name(
+            "out",
+            opts.get("out", INDEX_FILE),
+            "it is written into the run folder next to the run's own artifacts",
+        )
         check = int(opts.get("check", "1000"))
         run = load_run(opts["run_dir"], device=opts.get("device", "cpu"))
         new_index = index_config(rest)

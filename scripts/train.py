@@ -9,10 +9,12 @@
 Every run writes into its Hydra run folder (``outputs/<date>/<time>``, or
 ``multirun/<date>/<time>/<job>``): model.npz, items.faiss (+ .json sidecar), train.npz,
 metrics.json, metadata.json and TensorBoard logs under tb/. The function returns the objective
-(``eval.objective``, e.g. recall@20) so Hydra sweepers can optimise it.
+(``eval.objective``, e.g. recall@20) so Hydra sweepers can optimise it. ``resume=true`` with no
+unfinished run under outputs/ stops before creating a folder, saying where it looked.
 
 A bad config value stops the script before any data is loaded, with a one-line message naming
-the key and what is allowed (exit status 2).
+the key and what is allowed (exit status 2). A run that fails later (missing data file, full
+disk, ...) also ends with one line, which its run folder's ``train.log`` keeps as well.
 
 One model across N processes (users and items sharded over the ranks, Gloo on the CPU, NCCL with
 one GPU per rank); rank 0 alone logs, shows progress and writes the run folder:
@@ -28,6 +30,7 @@ after at most ``als.distributed_timeout_s`` seconds.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import sys
@@ -39,10 +42,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from recsys.config import ConfigError, check_overrides, register_configs
+from recsys.config import ConfigError, check_overrides, latest_unfinished_run, register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "config"
+#: where the run folders go (``hydra.run.dir`` of conf/config.yaml) and ``resume=true`` looks
+OUTPUTS = "outputs"
 
 register_configs()
 
@@ -102,6 +107,16 @@ def _failure(err: BaseException, out: Path) -> tuple[str, int] | None:
     return None
 
 
+def _log_to_file(message: str, exc_info: object = None) -> None:
+    """`message` (with `exc_info`'s traceback) into the job's log file only (Hydra's
+    ``<run folder>/train.log``): the console already has the error, and a run folder that a
+    failure left behind then says why it ended instead of holding an empty log."""
+    record = logging.LogRecord("recsys", logging.ERROR, __file__, 0, message, None, exc_info)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name=CONFIG_NAME)
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
@@ -114,7 +129,9 @@ def train(cfg: DictConfig) -> float:
     except (Exception, KeyboardInterrupt) as err:
         failure = _failure(err, out)
         if failure is None:
+            _log_to_file("the run failed with an unexpected error", sys.exc_info())
             raise
+        _log_to_file(failure[0])
         _fail(*failure)
     if not result.primary:
         return result.objective
@@ -151,7 +168,7 @@ def _folder_problem(overrides: list[str], multirun: bool) -> str | None:
         key, _, value = item.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir", "run_dir"):
             typed[key] = value
-    default = {"hydra.sweep.dir": "multirun"} if multirun else {"hydra.run.dir": "outputs"}
+    default = {"hydra.sweep.dir": "multirun"} if multirun else {"hydra.run.dir": OUTPUTS}
     for key, value in {**default, **typed}.items():
         blocker = _blocked_folder(value)
         if blocker is not None:
@@ -167,6 +184,22 @@ def _folder_problem(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
+def _resume_problem(overrides: list[str], multirun: bool) -> str | None:
+    """``resume=true`` without a folder (no ``run_dir=``, no ``hydra.run.dir=``) when no run
+    under outputs/ is unfinished: said before Hydra creates a new run folder (which it would
+    name instead of where the search looked), with what to do."""
+    given = dict(item.partition("=")[::2] for item in overrides)
+    if multirun or given.get("resume", "").lower() != "true" or "hydra.run.dir" in given:
+        return None
+    if given.get("run_dir", "null") not in ("null", "") or latest_unfinished_run(Path(OUTPUTS)):
+        return None
+    return (
+        f"resume=true: no unfinished run under {Path(OUTPUTS).resolve()} (a <date>/<time> folder "
+        "holding checkpoints/ and no metrics.json); name the run to continue with "
+        "run_dir=<run folder>, or drop resume=true to start a new run"
+    )
+
+
 def _preflight(argv: list[str]) -> str | None:
     """Check the command line's config before Hydra runs anything (one-line errors)."""
     from hydra._internal.utils import get_args_parser
@@ -179,11 +212,16 @@ def _preflight(argv: list[str]) -> str | None:
         return None
     if args.config_dir or args.config_path or args.experimental_rerun:
         return None
-    return _folder_problem(args.overrides, bool(args.multirun)) or check_overrides(
-        args.overrides,
-        config_dir=CONF_DIR,
-        config_name=args.config_name or CONFIG_NAME,
-        multirun=bool(args.multirun),
+    multirun = bool(args.multirun)
+    return (
+        _folder_problem(args.overrides, multirun)
+        or check_overrides(
+            args.overrides,
+            config_dir=CONF_DIR,
+            config_name=args.config_name or CONFIG_NAME,
+            multirun=multirun,
+        )
+        or _resume_problem(args.overrides, multirun)
     )
 
 

@@ -4,7 +4,8 @@ Every problem is a :class:`ConfigError` whose message is one line naming the key
 and what is allowed, e.g. ``als.n_factors=0: must be an integer >= 1``.
 """
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -49,6 +50,14 @@ def number_at_least(key: str, value: Any, low: float, *, strict: bool = False) -
 def one_of(key: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         fail(key, value, f"must be one of {', '.join(allowed)}")
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """``"; did you mean <prefix><nearest>?"`` for the choice closest to the mistyped `word`
+    (difflib's ratio of at least 0.6), or "" when none is close: the tail of a one-line error
+    that lists the allowed keys, so a typo names its fix without reading the whole list."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def deferred(value: Any) -> bool:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recsys.config.als import als_schema, load_plugins, plugins_in_overrides
-from recsys.config.checks import ConfigError, show
+from recsys.config.checks import ConfigError, did_you_mean, show
 from recsys.config.schemas import (
     CheckpointConfig,
     DataConfig,
@@ -65,6 +65,9 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 #: The Hydra config groups (``group=option`` on the command line); each YAML extends base_<group>.
 GROUPS = ("als", "data", "split", "index", "eval")
+#: The ConfigStore names of the schemas start with it (``base_config``, ``base_als``, ...): what
+#: the YAML options extend, never an option to choose, so no list of options shows them.
+SCHEMA_PREFIX = "base_"
 
 
 def _schemas() -> dict[str, type]:
@@ -107,9 +110,10 @@ def format_error(err: BaseException) -> str:
     missing = getattr(err, "missing_cfg_file", None)
     if missing is not None or options is not None:  # hydra MissingConfigException: bad group
         group, _, name = str(missing or "").rpartition("/")
-        shown = sorted(o for o in (options or []) if not o.startswith("base_"))
+        shown = sorted(o for o in (options or []) if not o.startswith(SCHEMA_PREFIX))
         if group:
-            return f"{group}={name}: unknown option; must be one of {', '.join(shown)}"
+            hint = did_you_mean(name, shown)
+            return f"{group}={name}: unknown option; must be one of {', '.join(shown)}{hint}"
         return str(err).splitlines()[0]
     cause = _root_cause(err)
     if isinstance(cause, ConfigError):
@@ -119,10 +123,12 @@ def format_error(err: BaseException) -> str:
         first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         key_match = re.match(r"Key '([^']+)' not in '", first)
         if key_match or "not in struct" in first or "is not in struct" in first:
-            parent = full_key.rpartition(".")[0]
+            parent, _, name = full_key.rpartition(".")
             allowed = _allowed_keys(parent)
             where = f"in {parent}" if parent else "at the top level"
             extra = f"; allowed keys {where}: {', '.join(allowed)}" if allowed else ""
+            if allowed and name:
+                extra += did_you_mean(name, allowed, f"{parent}." if parent else "")
             return f"{full_key or first}: unknown key{extra}"
         value = getattr(cause, "value", None)
         shown = f"={show(value)}" if value is not None else ""
@@ -178,9 +184,29 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+def _config_groups_help() -> str:
+    """``${recsys_config_groups:}``: the ``group: option, ...`` lines of ``scripts/train.py
+    --help`` (``hydra.help.template``), without the ``base_<group>`` schemas that Hydra's own
+    ``$APP_CONFIG_GROUPS`` lists as if they were options."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(loader.list_groups("")):
+        options = [o for o in loader.get_group_options(group) if not o.startswith(SCHEMA_PREFIX)]
+        if group != "hydra" and options:
+            lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def register_resolvers() -> None:
-    """``${repo:rel/path}`` and ``${recsys_run_dir:...}``; idempotent."""
-    for name, fn in (("repo", _repo_resolver), ("recsys_run_dir", _run_dir_resolver)):
+    """``${repo:rel/path}``, ``${recsys_run_dir:...}`` and ``${recsys_config_groups:}``;
+    idempotent."""
+    for name, fn in (
+        ("repo", _repo_resolver),
+        ("recsys_run_dir", _run_dir_resolver),
+        ("recsys_config_groups", _config_groups_help),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -193,9 +219,9 @@ def register_configs(plugins: Iterable[str] = ()) -> None:
     load_plugins(plugins)
     register_resolvers()
     store = ConfigStore.instance()
-    store.store(name="base_config", node=train_schema())
+    store.store(name=f"{SCHEMA_PREFIX}config", node=train_schema())
     for group in GROUPS:
-        store.store(group=group, name=f"base_{group}", node=_schemas()[group])
+        store.store(group=group, name=f"{SCHEMA_PREFIX}{group}", node=_schemas()[group])
 
 
 def _expand(overrides: Sequence[str], multirun: bool) -> tuple[list[list[str]], str | None]:

@@ -1,5 +1,5 @@
 """Finished run folders read back for serving (``scripts/recommend.py``, ``export_index.py``),
-and the ``key=value`` command lines of those scripts."""
+and the ``key=value`` command lines of those scripts (their keys, index file names and help)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from recsys.als import ALS
 from recsys.config import TrainConfig, validate
+from recsys.config.checks import did_you_mean
 from recsys.data.interactions import Interactions
 from recsys.pipeline.artifacts import (
     CHECKPOINT_DIR,
@@ -21,7 +22,7 @@ from recsys.pipeline.artifacts import (
     read_json,
 )
 
-__all__ = ["SavedRun", "load_run", "parse_key_values"]
+__all__ = ["SavedRun", "index_file_name", "load_run", "parse_key_values", "script_help"]
 
 
 @dataclass
@@ -63,16 +64,41 @@ def parse_key_values(argv: Sequence[str], allowed: Sequence[str]) -> dict[str, l
     """``["run_dir=x", "user=1", "user=2,3"]`` -> ``{"run_dir": ["x"], "user": ["1", "2", "3"]}``.
 
     Values may be comma lists or ``[a,b]``; a key not in `allowed` raises ValueError naming the
-    allowed keys (one line).
+    allowed keys and the nearest of them (one line).
     """
     out: dict[str, list[str]] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in allowed:
-            raise ValueError(f"{arg}: expected key=value with key one of {', '.join(allowed)}")
+            raise ValueError(
+                f"{arg}: expected key=value with key one of {', '.join(allowed)}"
+                + (did_you_mean(key, allowed) if sep else "")
+            )
         value = value.strip()
         if value.startswith("[") and value.endswith("]"):
             value = value[1:-1]
         parts = [v.strip().strip("'\"") for v in value.split(",")] if key != "item" else [value]
         out.setdefault(key, []).extend(p for p in parts if p != "")
     return out
+
+
+def index_file_name(key: str, name: str, where: str) -> str:
+    """`name` when it is a ``.faiss`` file name (no folder), the only index names the scripts'
+    `key` (``out=`` of export_index.py, ``index=`` of recommend.py) take: the index then stays
+    inside the run folder and neither it nor its sidecar (``<name>.json``) can be one of the
+    run's other artifacts (``out=model.npz`` would replace the only model, ``out=metadata`` the
+    metadata). ValueError naming `key` otherwise, ending with `where` (the folder's role)."""
+    if not name.endswith(".faiss") or Path(name).name != name or name.startswith("."):
+        raise ValueError(
+            f"{key}={name}: give a file name ending in .faiss (no folder, e.g. {key}=ivf.faiss); "
+            f"{where}"
+        )
+    return name
+
+
+def script_help(argv: Sequence[str], doc: str | None, keys: Sequence[str]) -> str | None:
+    """The help of a ``key=value`` script when `argv` asks for it (``-h`` or ``--help``): its
+    docstring (`doc`) and the keys it accepts; None otherwise."""
+    if not any(arg in ("-h", "--help") for arg in argv):
+        return None
+    return f"{(doc or '').strip()}\n\nkeys: {', '.join(keys)}"

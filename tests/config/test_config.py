@@ -124,6 +124,28 @@ def test_bad_values_give_one_line_naming_key_and_allowed_values(
     assert message.startswith(expected), message
 
 
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("als.n_factor=8", "; did you mean als.n_factors?"),
+        ("als.regularisation=0.1", "; did you mean als.regularization?"),
+        ("index.nprob=3", "; did you mean index.nprobe?"),
+        ("+sed=3", "; did you mean seed?"),
+        ("index=hsnw", "; did you mean hnsw?"),
+    ],
+)
+def test_a_typo_names_the_nearest_key_at_the_end_of_its_one_line(override, hint) -> None:
+    message = check_overrides([override], config_dir=CONF)
+    assert message is not None and "\n" not in message
+    assert message.endswith(hint) and message.count("did you mean") == 1, message
+
+
+@pytest.mark.parametrize("override", ["+colour=red", "data=netflix", "als.zzz=1"])
+def test_a_key_like_no_allowed_one_gets_no_guess(override) -> None:
+    message = check_overrides([override], config_dir=CONF)
+    assert message is not None and "did you mean" not in message
+
+
 def test_nprobe_above_a_given_nlist_is_refused_at_config_time() -> None:
     """Probing more lists than there are would silently probe them all: an exhaustive search
     reporting recall 1.0 for any IVF index."""

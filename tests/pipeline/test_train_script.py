@@ -178,3 +178,80 @@ def test_an_interrupt_before_the_run_starts_is_one_line(monkeypatch, capsys) -> 
     assert capsys.readouterr().err.strip() == (
         "error: interrupted before the run started; nothing was trained"
     )
+
+
+def test_export_index_help_and_a_typo(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
+    export = load_script("export_index")
+    assert export.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(export.__doc__.strip().splitlines()[0])
+    assert out.strip().endswith("keys: " + ", ".join(export.KEYS))
+    assert {"run_dir", "out", "check", "device", "index", "index.nprobe"} <= set(export.KEYS)
+    assert export.main([f"run_dir={tiny_run.output_dir}", "outt=x.faiss"]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert message.startswith("error: outt=x.faiss: export_index.py takes run_dir=, out=")
+    assert message.endswith("; did you mean out?")
+
+
+def test_help_lists_the_options_of_each_group_not_their_schemas(tmp_path: Path) -> None:
+    proc = subprocess.run([*TRAIN, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "base_" not in proc.stdout
+    for line in ("als: explicit, hkv, ials", "index: flat, hnsw, ivf",
+                 "experiment: gowalla, ml100k_explicit", "  n_factors: 64"):  # fmt: skip
+        assert f"\n{line}\n" in proc.stdout, line
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_failed_start_writes_its_error_into_the_run_folders_log(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*TRAIN, *QUICK, "data=files", "data.path=missing.csv"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    message = _one_line(proc.stderr).removeprefix("error: ")
+    assert "missing.csv" in message
+    (log,) = (tmp_path / "outputs").glob("*/*/train.log")
+    assert log.read_text().strip().endswith(f"[recsys][ERROR] - {message}")
+
+
+def test_an_unexpected_error_goes_into_the_log_file_with_its_traceback(tmp_path: Path) -> None:
+    import logging
+
+    train = load_script("train")
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("a bug")
+        except RuntimeError:
+            train._log_to_file("the run failed with an unexpected error", sys.exc_info())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert text.startswith("the run failed with an unexpected error\nTraceback")
+    assert "RuntimeError: a bug" in text
+
+
+def test_resume_with_nothing_to_resume_says_where_it_looked(tmp_path: Path, monkeypatch) -> None:
+    proc = subprocess.run([*TRAIN, *QUICK, "resume=true"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr) == (
+        f"error: resume=true: no unfinished run under {tmp_path.resolve() / 'outputs'} (a "
+        "<date>/<time> folder holding checkpoints/ and no metrics.json); name the run to "
+        "continue with run_dir=<run folder>, or drop resume=true to start a new run"
+    )
+    assert not (tmp_path / "outputs").exists()  # no new run folder
+    train = load_script("train")
+    monkeypatch.chdir(tmp_path)
+    assert train._resume_problem(["resume=true"], multirun=False) is not None
+    for overrides in (["resume=false"], ["resume=true", "run_dir=x"],
+                      ["resume=true", "hydra.run.dir=x"]):  # fmt: skip
+        assert train._resume_problem(overrides, multirun=False) is None, overrides
+    unfinished = tmp_path / "outputs" / "2024-01-01" / "10-00-00" / "checkpoints"
+    unfinished.mkdir(parents=True)
+    (unfinished / "LATEST").write_text("epoch-00001\n")
+    assert train._resume_problem(["resume=true"], multirun=False) is None

@@ -106,6 +106,7 @@ def _failure(err: BaseException, out: Path) -> tuple[str, int] | None:
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
     from recsys import pipeline
+    from recsys.eval import format_metrics
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
@@ -123,6 +124,7 @@ def train(cfg: DictConfig) -> float:
     if result.skipped:
         print(f"[recsys] {out} was already complete; nothing to do")
     print(f"[recsys] {result.objective_name} = {result.objective:.6g} (test)")
+    print(format_metrics(result.metrics, title="[recsys] test metrics (metrics.json):"))
     print(
         f"[recsys] artifacts in {out}: "
         + ", ".join(sorted(p.name for p in result.artifacts.values()))

@@ -8,8 +8,10 @@
 
 Every run writes into its Hydra run folder (``outputs/<date>/<time>``, or
 ``multirun/<date>/<time>/<job>``): model.npz, items.faiss (+ .json sidecar), train.npz,
-metrics.json, metadata.json and TensorBoard logs under tb/. The function returns the objective
-(``eval.objective``, e.g. recall@20) so Hydra sweepers can optimise it.
+metrics.json, metadata.json, report.md with its PNG plots and TensorBoard logs under tb/; the
+console shows every test metric. A sweep's folder also gets summary.md (its jobs, best first).
+The function returns the objective (``eval.objective``, e.g. recall@20) so Hydra sweepers can
+optimise it.
 
 A bad config value stops the script before any data is loaded, with a one-line message naming
 the key and what is allowed (exit status 2).
@@ -130,6 +132,9 @@ def train(cfg: DictConfig) -> float:
         + ", ".join(sorted(p.name for p in result.artifacts.values()))
     )
     print(f"[recsys] open TensorBoard: tensorboard --logdir {logdir}")
+    if multirun:
+        summary = pipeline.write_sweep_summary(logdir)
+        print(f"[recsys] sweep summary (jobs so far, best first): {summary}")
     return result.objective
 
 

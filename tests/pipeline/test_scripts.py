@@ -62,6 +62,11 @@ def test_multirun_writes_one_complete_job_folder_per_combination(tmp_path: Path)
     assert f"tensorboard --logdir {sweep.resolve()}" in proc.stdout
     assert proc.stdout.count("recall@10 = ") == 2
     assert proc.stdout.count("[recsys] test metrics (metrics.json):") == 2
+    summary = (sweep / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| job | als.n_factors | recall@10 (test) | epochs | train_seconds |"
+    values = [float(row.split(" | ")[2]) for row in rows[1:]]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
     assert not (tmp_path / "outputs").exists()  # multirun writes only into the sweep folder
 
 

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from recsys import pipeline
 from recsys.pipeline.artifacts import PLOT_FILES
 
-from .tiny import CONF, TINY, compose_cfg
+from .tiny import CONF, TINY, compose_cfg, script_validation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -99,16 +99,7 @@ def test_metrics_at_the_candidate_depth_by_default(tmp_path: Path) -> None:
 
 
 def test_early_stopping_is_logged_and_reported(tmp_path: Path, monkeypatch, caplog) -> None:
-    scripted = iter([0.3, 0.2, 0.1])
-    real = pipeline.evaluate_model
-
-    def fake(model, conf, seen, truth, **kwargs):
-        value = next(scripted, None)
-        if value is None:  # the final test evaluation
-            return real(model, conf, seen, truth, **kwargs)
-        return {"recall@10": value, "recall@5": value}
-
-    monkeypatch.setattr("recsys.pipeline.fit.evaluate_model", fake)
+    script_validation(monkeypatch, [0.3, 0.2, 0.1])
     caplog.set_level(logging.INFO, logger="recsys.pipeline")
     cfg = compose_cfg("als.iterations=8", "eval.patience=2", "checkpoint.every=0")
     pipeline.run(cfg, tmp_path / "run")

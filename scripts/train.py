@@ -8,9 +8,11 @@
 
 Every run writes into its Hydra run folder (``outputs/<date>/<time>``, or
 ``multirun/<date>/<time>/<job>``): model.npz, items.faiss (+ .json sidecar), train.npz,
-metrics.json, metadata.json and TensorBoard logs under tb/. The function returns the objective
-(``eval.objective``, e.g. recall@20) so Hydra sweepers can optimise it. ``resume=true`` with no
-unfinished run under outputs/ stops before creating a folder, saying where it looked.
+metrics.json, metadata.json, report.md with its PNG plots and TensorBoard logs under tb/; the
+console shows every test metric. A sweep's folder also gets summary.md (its jobs, best first).
+The function returns the objective (``eval.objective``, e.g. recall@20) so Hydra sweepers can
+optimise it. ``resume=true`` with no unfinished run under outputs/ stops before creating a
+folder, saying where it looked.
 
 A bad config value stops the script before any data is loaded, with a one-line message naming
 the key and what is allowed (exit status 2). A run that fails later (missing data file, full
@@ -121,6 +123,7 @@ def _log_to_file(message: str, exc_info: object = None) -> None:
 def train(cfg: DictConfig) -> float:
     """The Hydra task: one training job in ``HydraConfig.get().runtime.output_dir``."""
     from recsys import pipeline
+    from recsys.eval import format_metrics
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
@@ -140,11 +143,15 @@ def train(cfg: DictConfig) -> float:
     if result.skipped:
         print(f"[recsys] {out} was already complete; nothing to do")
     print(f"[recsys] {result.objective_name} = {result.objective:.6g} (test)")
+    print(format_metrics(result.metrics, title="[recsys] test metrics (metrics.json):"))
     print(
         f"[recsys] artifacts in {out}: "
         + ", ".join(sorted(p.name for p in result.artifacts.values()))
     )
     print(f"[recsys] open TensorBoard: tensorboard --logdir {logdir}")
+    if multirun:
+        summary = pipeline.write_sweep_summary(logdir)
+        print(f"[recsys] sweep summary (jobs so far, best first): {summary}")
     return result.objective
 
 

@@ -182,12 +182,15 @@ class EvalConfig:
     ``every`` evaluates on the validation split every that many epochs (0: never, no early
     stopping); training stops after ``patience`` evaluations without improvement (0: never stop
     early) and keeps the best evaluated epoch's factors. ``refit`` retrains on the whole training
-    split for the best number of epochs afterwards. ``metrics`` limits the test metrics (null:
-    all of ``recsys.eval``; validation computes only the objective's). ``rating_clip`` clips
-    explicit predictions to the rating scale (e.g. [1, 5]) before rmse / mae.
+    split for the best number of epochs afterwards. ``k`` holds the cut-offs of the test metrics
+    (the candidate depths 100 and 500 by default: one top-max(k) ranking serves them all);
+    validation ranks only as deep as the objective's k. ``metrics`` limits the test metrics
+    (null: all of ``recsys.eval``; validation computes only the objective's). ``rating_clip``
+    clips explicit predictions to the rating scale (e.g. [1, 5]) before rmse / mae. ``report``
+    writes ``report.md`` and its plots into the run folder.
     """
 
-    k: list[int] = field(default_factory=lambda: [10, 20])
+    k: list[int] = field(default_factory=lambda: [10, 20, 100, 500])
     objective: str = "recall@20"
     metrics: list[str] | None = None
     rating_clip: list[float] | None = None
@@ -196,6 +199,7 @@ class EvalConfig:
     refit: bool = False
     max_users: int | None = None
     batch_size: int = 4096
+    report: bool = True
 
     def __post_init__(self) -> None:
         if not self.k:

@@ -33,7 +33,7 @@ from recsys.eval.evaluate import (
 )
 from recsys.eval.ranking import RANKING_METRICS, ranking_metrics, recall_vs_exact
 from recsys.eval.rating import mae, predict_entries, rating_metrics, rmse
-from recsys.eval.report import format_metrics
+from recsys.eval.report import format_metrics, markdown_metrics
 
 __all__ = [
     "ALL_METRICS",
@@ -51,6 +51,7 @@ __all__ = [
     "intra_list_diversity",
     "item_degrees",
     "mae",
+    "markdown_metrics",
     "novelty",
     "popularity_percentile",
     "popularity_percentiles",

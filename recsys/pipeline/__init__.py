@@ -21,7 +21,9 @@
 Artifacts: ``model.npz`` (``ALS.save``), ``items.faiss`` + ``items.faiss.json`` (the index and its
 sidecar), ``metrics.json`` (flat ``{"recall@20": ..., "train_seconds": ...}``), ``metadata.json``
 (resolved config, data statistics, versions, device, git commit, loss history, evaluations),
-``tb/`` (TensorBoard, :mod:`.tracking`) and ``checkpoints/`` (removed when the run completes).
+``tb/`` (TensorBoard, :mod:`.tracking`), ``report.md`` with its PNG plots (:mod:`.report`) and
+``checkpoints/`` (removed when the run completes). A sweep's folder gets ``summary.md``, its
+jobs best first (:mod:`.sweep`).
 
 Distributed (``als.distributed=true`` under ``torchrun``): rank 0 alone evaluates, checkpoints,
 logs and writes the artifacts (:mod:`.ranks`).
@@ -51,6 +53,7 @@ from recsys.pipeline.evaluate import evaluate_model
 from recsys.pipeline.export import export_index
 from recsys.pipeline.run import RunResult, run
 from recsys.pipeline.saved import SavedRun, load_run, parse_key_values
+from recsys.pipeline.sweep import write_sweep_summary
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -77,4 +80,5 @@ __all__ = [
     "parse_key_values",
     "prepare_data",
     "run",
+    "write_sweep_summary",
 ]

@@ -26,6 +26,8 @@ __all__ = [
     "METADATA_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
+    "PLOT_FILES",
+    "REPORT_FILE",
     "TB_DIR",
     "TRAIN_FILE",
     "ArtifactError",
@@ -43,6 +45,15 @@ INDEX_FILE = "items.faiss"
 METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 TB_DIR = "tb"
+REPORT_FILE = "report.md"
+#: the report's plots (:mod:`recsys.pipeline.report`), by name
+PLOT_FILES = {
+    "loss": "loss.png",
+    "validation": "validation.png",
+    "factor_norms": "factor_norms.png",
+    "long_tail": "long_tail.png",
+    "scores": "scores.png",
+}
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -102,7 +113,8 @@ def artifact_paths(out: Path) -> dict[str, Path]:
 
 def remove_stale_temporaries(out: Path) -> None:
     """Delete temp files a killed run left next to its artifacts (``.<artifact>.<random>``)."""
-    names = (MODEL_FILE, TRAIN_FILE, INDEX_FILE, INDEX_FILE + ".json", METRICS_FILE, METADATA_FILE)
+    names = (MODEL_FILE, TRAIN_FILE, INDEX_FILE, INDEX_FILE + ".json", METRICS_FILE, METADATA_FILE,
+             REPORT_FILE, *PLOT_FILES.values())  # fmt: skip
     for path in out.glob(".*"):
         if path.is_file() and any(path.name.startswith(f".{n}.") for n in names):
             path.unlink(missing_ok=True)

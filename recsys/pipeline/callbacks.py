@@ -120,6 +120,10 @@ class EarlyStopping:
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_evaluations >= self.patience
 
+    def fired(self, epochs_run: int, max_epochs: int) -> bool:
+        """Whether early stopping ended training: it says stop before `max_epochs` ran."""
+        return self.should_stop and epochs_run < max_epochs
+
     def state(self) -> dict[str, Any]:
         return {
             "best_value": self.best_value,

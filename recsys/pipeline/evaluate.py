@@ -34,7 +34,8 @@ def evaluate_model(
     generalization) holds the histories of held-out users: their vectors come from
     ``model.fold_in`` and their history is what is excluded. `max_users` evaluates a random
     sample of the users with held-out items; `objective_only` computes just the metric early
-    stopping needs.
+    stopping needs, ranking no deeper than the objective's k (a validation every epoch then
+    never pays for the candidate-depth cut-offs of the test).
     """
     from recsys.eval import evaluate, rating_metrics
 
@@ -61,7 +62,7 @@ def evaluate_model(
             model.item_embeddings(),
             seen_rows,
             truth[users],
-            ks=list(cfg.eval.k),
+            ks=_cutoffs(cfg, objective_only),
             item_popularity=popularity,
             metrics=names,
         )
@@ -82,6 +83,16 @@ def _ranking_metrics(cfg: TrainConfig, objective_only: bool) -> list[str] | None
         return None if cfg.eval.metrics is None else list(cfg.eval.metrics)
     name = cfg.eval.objective.partition("@")[0]
     return [] if name in RATING_METRICS else [name]
+
+
+def _cutoffs(cfg: TrainConfig, objective_only: bool) -> list[int]:
+    """``eval.k``, or with `objective_only` those up to the objective's k (all for a rating
+    objective, whose ranking metrics are not computed then)."""
+    ks = list(cfg.eval.k)
+    _, _, at = cfg.eval.objective.partition("@")
+    if objective_only and at.isdigit():
+        ks = [k for k in ks if k <= int(at)]
+    return ks
 
 
 def require_objective(metrics: dict[str, float], objective: str) -> None:

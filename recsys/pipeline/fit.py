@@ -149,6 +149,7 @@ def fit(
     model.fit(data.fit, callback=compose(callbacks), resume=resume, distributed=job.distributed)
     bar.close()
     history = _keep_best(model, start.stopper)
+    _log_early_stop(job, start.stopper, len(history))
     model, refit_history, posterior_history = _refit_or_sample(
         job, data, model, start.stopper, tracker
     )
@@ -164,6 +165,18 @@ def _keep_best(model: Any, stopper: EarlyStopping) -> list[dict[str, Any]]:
             restore(model, stopper.best_model)
         model.history = history[: stopper.best_epoch]
     return history
+
+
+def _log_early_stop(job: Job, stopper: EarlyStopping, epochs_run: int) -> None:
+    """One line when early stopping ended training: when, and which epoch was kept."""
+    conf = job.conf
+    if stopper.fired(epochs_run, conf.als.iterations):
+        job.info(
+            "early stopping: %s did not improve for %d evaluations; stopped after epoch %d of "
+            "%d and kept epoch %s (validation %s = %s)",
+            conf.eval.objective, stopper.bad_evaluations, epochs_run, conf.als.iterations,
+            stopper.best_epoch, conf.eval.objective, stopper.best_value,
+        )  # fmt: skip
 
 
 def _epoch_callbacks(

@@ -142,6 +142,7 @@ def metadata_record(
         "evaluations": start.stopper.evaluations,
         "best_epoch": start.stopper.best_epoch,
         "epochs": len(fitted.history),
+        "stopped_early": start.stopper.fired(len(fitted.history), conf.als.iterations),
         "resumed_from_epoch": start.resumed_from,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "index": index_info,

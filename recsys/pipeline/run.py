@@ -36,6 +36,7 @@ from recsys.pipeline.fit import Fitted, Start, als_kwargs, check_device, fit, st
 from recsys.pipeline.job import Job, logger
 from recsys.pipeline.metadata import hparams, metadata_record, metrics_record, utc_now
 from recsys.pipeline.ranks import distributed_report, join_ranks
+from recsys.pipeline.report import write_report
 from recsys.pipeline.tracking import Tracker
 
 __all__ = ["RunResult", "run"]
@@ -216,8 +217,9 @@ def _finish(
     started: str,
     load_seconds: float,
 ) -> RunResult:
-    """Rank 0: evaluate on the test split, export, then write metadata.json and, last,
-    metrics.json (its presence marks a complete run) and remove the checkpoints."""
+    """Rank 0: evaluate on the test split, export, write the report (``eval.report``), then
+    metadata.json and, last, metrics.json (its presence marks a complete run) and remove the
+    checkpoints."""
     conf, model, objective = job.conf, fitted.model, job.conf.eval.objective
     t_eval = time.perf_counter()
     fold_in = None if data.fold_in is None else data.fold_in.matrix
@@ -234,6 +236,10 @@ def _finish(
         job, data, start, fitted, metrics=metrics, overrides=overrides, timings=timings,
         index_info=index_info, sharding=sharding, started=started, artifacts=artifacts,
     )  # fmt: skip
+    if conf.eval.report:
+        written = write_report(job.out, metrics, metadata, model, data.train.matrix)
+        metadata["artifacts"].update({name: path.name for name, path in written.items()})
+        artifacts.update(written)
     atomic_write_json(artifacts["metadata"], metadata)
     atomic_write_json(artifacts["metrics"], metrics)  # last: its presence marks completion
     checkpointer.clear()

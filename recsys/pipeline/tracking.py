@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["HPARAMS_RUN", "LOSS_TAGS", "Tracker", "plain_hparams"]
+__all__ = ["HPARAMS_RUN", "LOSS_TAGS", "Tracker", "loss_parts", "plain_hparams"]
 
 #: Name of the nested run holding the hparams session (fixed, see module docstring).
 HPARAMS_RUN = "hparams"
@@ -41,6 +41,17 @@ LOSS_TAGS = {
     "loss/unobserved": ("unobserved", "loss_unobserved"),
     "loss/regularization": ("regularization", "loss_regularization"),
 }
+
+
+def loss_parts(entry: Mapping[str, Any]) -> dict[str, float]:
+    """``{tag: value}`` of the :data:`LOSS_TAGS` an ``ALS.history`` entry holds as a finite
+    number (NaN: the loss was not computed that epoch)."""
+    out = {}
+    for tag, keys in LOSS_TAGS.items():
+        key = next((k for k in keys if entry.get(k) is not None), None)
+        if key is not None and math.isfinite(float(entry[key])):
+            out[tag] = float(entry[key])
+    return out
 
 
 def plain_hparams(values: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
@@ -140,10 +151,8 @@ class Tracker:
         if self._writer is None:
             return
         step = int(entry.get("epoch", 0)) if step is None else int(step)
-        for tag, keys in LOSS_TAGS.items():
-            key = next((k for k in keys if entry.get(k) is not None), None)
-            if key is not None and math.isfinite(float(entry[key])):  # NaN: loss not computed
-                self._writer.add_scalar(tag, float(entry[key]), step)
+        for tag, value in loss_parts(entry).items():
+            self._writer.add_scalar(tag, value, step)
         if entry.get("seconds") is not None:
             self._writer.add_scalar("time/epoch_seconds", float(entry["seconds"]), step)
 

@@ -36,7 +36,7 @@ def test_default_config_matches_schema_defaults_where_not_overridden() -> None:
     assert isinstance(conf, TrainConfig)
     assert conf.data.source == "synthetic" and conf.data.preset == "small"
     assert conf.als.weighting == "hkv" and conf.index.type == "flat" and conf.index.metric == "ip"
-    assert conf.eval.objective == "recall@20" and conf.eval.k == [10, 20]
+    assert conf.eval.objective == "recall@20" and conf.eval.k == [10, 20, 100, 500]
     # seeds follow the top-level seed through interpolation
     conf = validate(_compose("seed=7"))
     assert conf.als.seed == conf.data.seed == conf.split.seed == 7

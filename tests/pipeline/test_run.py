@@ -24,7 +24,7 @@ from recsys.data.interactions import Interactions
 from recsys.pipeline.fit import als_kwargs
 from recsys.pipeline.tracking import HPARAMS_RUN
 
-from .tiny import compose_cfg
+from .tiny import compose_cfg, script_validation
 
 
 def _brute_force_recall_ndcg(model: ALS, seen, test, k: int) -> tuple[float, float]:
@@ -172,16 +172,7 @@ def test_tensorboard_events_hold_losses_metrics_histograms_projector_hparams(
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, monkeypatch) -> None:
     """Scripted validation values 0.1, 0.3, 0.2, 0.25 with patience 2: stop after epoch 4 and
     keep epoch 2's factors, which equal a 2-epoch run's."""
-    scripted = iter([0.1, 0.3, 0.2, 0.25])
-    real = pipeline.evaluate_model
-
-    def fake(model, conf, seen, truth, **kwargs):
-        value = next(scripted, None)
-        if value is None:  # the final test evaluation
-            return real(model, conf, seen, truth, **kwargs)
-        return {"recall@10": value, "recall@5": value}
-
-    monkeypatch.setattr("recsys.pipeline.fit.evaluate_model", fake)  # the validation's
+    script_validation(monkeypatch, [0.1, 0.3, 0.2, 0.25])
     cfg = compose_cfg("als.iterations=8", "eval.patience=2", "checkpoint.every=0")
     result = pipeline.run(cfg, tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "metadata.json").read_text())

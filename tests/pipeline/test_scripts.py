@@ -4,6 +4,7 @@ scripts/train.py through Hydra in a subprocess (a 2-job sweep, each job in its o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,11 +52,21 @@ def test_multirun_writes_one_complete_job_folder_per_combination(tmp_path: Path)
         assert f"als.n_factors={factors}" in meta["overrides"]
         metrics = json.loads((folder / "metrics.json").read_text())
         assert 0.0 <= metrics["recall@10"] <= 1.0
+        assert (folder / "report.md").is_file()
+        # the console shows every metric's table, not only the objective
+        for name in ("recall", "coverage", "novelty"):  # one column: eval.k=[10]
+            assert re.search(rf"^{name} +{metrics[f'{name}@10']:.4f}$", proc.stdout, re.M), name
         # each job has its own TensorBoard run with its own hparams session
         assert list((folder / "tb").glob("events.out.tfevents.*"))
         assert list((folder / "tb" / "hparams").glob("events.out.tfevents.*"))
     assert f"tensorboard --logdir {sweep.resolve()}" in proc.stdout
     assert proc.stdout.count("recall@10 = ") == 2
+    assert proc.stdout.count("[recsys] test metrics (metrics.json):") == 2
+    summary = (sweep / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| job | als.n_factors | recall@10 (test) | epochs | train_seconds |"
+    values = [float(row.split(" | ")[2]) for row in rows[1:]]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
     assert not (tmp_path / "outputs").exists()  # multirun writes only into the sweep folder
 
 

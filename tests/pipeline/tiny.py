@@ -1,12 +1,16 @@
-"""The tiny synthetic run the pipeline tests share: its overrides and the composed config."""
+"""The tiny synthetic run the pipeline tests share: its overrides, the composed config and
+scripted validation values."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from recsys import pipeline
 from recsys.config import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +37,18 @@ register_configs()
 def compose_cfg(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*TINY, *overrides])
+
+
+def script_validation(monkeypatch: pytest.MonkeyPatch, values: Sequence[float]) -> None:
+    """Make the validation evaluations return `values` as recall@5 and recall@10, in turn; the
+    final test evaluation stays real."""
+    scripted = iter(values)
+    real = pipeline.evaluate_model
+
+    def fake(model, conf, seen, truth, **kwargs):
+        value = next(scripted, None)
+        if value is None:  # the final test evaluation
+            return real(model, conf, seen, truth, **kwargs)
+        return {"recall@10": value, "recall@5": value}
+
+    monkeypatch.setattr("recsys.pipeline.fit.evaluate_model", fake)  # the validation's

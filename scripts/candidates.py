@@ -86,7 +86,7 @@ def read_ids(key: str, path: str, run: SavedRun) -> np.ndarray:
         return lookup(np.asarray(values, dtype=np.int64 if table.dtype.kind in "iu" else str))
     except KeyError as err:
         raise ValueError(
-            f"{key}={path}: {err.args[0]} not in the run's training data; remove them or use "
+            f"{key}={path}: {err.args[0]}, not in the run's training data; remove them or use "
             "the run they belong to"
         ) from None
 

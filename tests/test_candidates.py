@@ -155,6 +155,30 @@ def test_exact_and_other_indexes_give_the_same_candidates(run, script, tmp_path)
             table["score"].to_numpy(), flat["score"].to_numpy(), rtol=1e-5, atol=1e-5
         )
     assert tables["exact"]["item_id"].equals(flat["item_id"])
+    for name, table in tables.items():
+        assert table.schema.metadata[b"recsys.index"] == name.encode()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_searched_indexes_keep_scores_exact_and_seen_out(run, tmp_path, kind) -> None:
+    """With the index searched (not the small-catalog exhaustive path), the rows still hold k
+    unseen items each with the model's exact score."""
+    train, model = run.train, run.model
+    index = build_index_from_model(model, kind, "ip")
+    generator = CandidateGenerator(model, index, seen=train.matrix, exact_below=0)
+    out = tmp_path / "c.parquet"
+    users = np.arange(model.n_users)
+    maps = (train.user_ids, train.item_ids)
+    rows = export_candidates(generator, out, users, maps, k=30, batch_size=100)
+    assert generator.last_exhaustive_rows < 100  # the index answered
+    table = pq.read_table(out)
+    assert rows == table.num_rows == _expected_counts(run, users, 30, model.n_items).sum()
+    got_users = train.user_index(table["user_id"].to_numpy())
+    items = train.item_index(table["item_id"].to_numpy())
+    assert train.matrix[got_users, items].A1.sum() == 0
+    np.testing.assert_allclose(
+        table["score"].to_numpy(), model.predict(got_users, items), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_external_ids_come_from_the_id_maps(run, tmp_path) -> None:

@@ -36,20 +36,10 @@ from typing import Any
 import numpy as np
 
 from recsys.pipeline import INDEX_FILE, MODEL_FILE, SavedRun, load_run, parse_key_values
+from recsys.pipeline.saved import positive_int
 
 LISTS = ("users", "allow", "deny")  # the keys that name files of ids
 KEYS = ("run_dir", "k", "out", "users", "allow", "deny", "index", "batch", "progress", "device")
-
-
-def _positive_int(key: str, value: str) -> int:
-    """``key=value`` as an integer >= 1 (ValueError naming the key otherwise)."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"{key}={value}: must be an integer >= 1")
-    return number
 
 
 def _flag(key: str, value: str) -> bool:
@@ -119,8 +109,8 @@ def export(args: dict[str, list[str]]) -> tuple[int, int, Path]:
     out = Path(opt["out"])
     if out.suffix != ".parquet":
         raise ValueError(f"out={out}: give a file name ending in .parquet")
-    k = _positive_int("k", opt.get("k", "100"))
-    batch = _positive_int("batch", opt.get("batch", "1024"))
+    k = positive_int("k", opt.get("k", "100"))
+    batch = positive_int("batch", opt.get("batch", "1024"))
     progress = _flag("progress", opt.get("progress", "true"))
     require_pyarrow()
     run = load_run(opt["run_dir"], device=opt.get("device", "cpu"))

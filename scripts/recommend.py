@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from recsys.pipeline import INDEX_FILE, MODEL_FILE, SavedRun, load_run, parse_key_values
-from recsys.pipeline.saved import index_file_name, script_help
+from recsys.pipeline.saved import index_file_name, positive_int, script_help
 
 KEYS = ("run_dir", "user", "item", "k", "exclude_seen", "format", "device", "index")
 
@@ -41,17 +41,6 @@ def _external(ids: np.ndarray, value: str) -> Any:
         except ValueError:
             return None
     return value
-
-
-def _parse_k(value: str) -> int:
-    """The ``k=`` argument as an integer >= 1 (ValueError naming the key otherwise)."""
-    try:
-        k = int(value)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise ValueError(f"k={value}: must be an integer >= 1")
-    return k
 
 
 def _clip_k(k: int, run: SavedRun) -> int:
@@ -192,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(
                 "usage: recommend.py run_dir=<run folder> user=<id>[,<id>...] | item=<id or title>"
             )
-        k = _parse_k(args.get("k", ["10"])[-1])
+        k = positive_int("k", args.get("k", ["10"])[-1])
         for key in ("user", "item"):
             if key in args and not args[key]:
                 raise ValueError(f"{key}=: give at least one {key} id")

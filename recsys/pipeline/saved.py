@@ -22,7 +22,14 @@ from recsys.pipeline.artifacts import (
     read_json,
 )
 
-__all__ = ["SavedRun", "index_file_name", "load_run", "parse_key_values", "script_help"]
+__all__ = [
+    "SavedRun",
+    "index_file_name",
+    "load_run",
+    "parse_key_values",
+    "positive_int",
+    "script_help",
+]
 
 
 @dataclass
@@ -58,6 +65,17 @@ def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> SavedRu
     model = ALS.load(folder / MODEL_FILE, device=device)
     train = Interactions.load(folder / TRAIN_FILE) if (folder / TRAIN_FILE).is_file() else None
     return SavedRun(folder, metadata, model, train)
+
+
+def positive_int(key: str, value: str) -> int:
+    """A script's ``key=value`` as an integer >= 1 (ValueError naming the key otherwise)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{key}={value}: must be an integer >= 1")
+    return number
 
 
 def parse_key_values(argv: Sequence[str], allowed: Sequence[str]) -> dict[str, list[str]]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from recsys.als import ALS
+from recsys.als.training import synchronize
 from recsys.data import load_lightgcn, synthetic_preset
 from recsys.eval import evaluate
 
@@ -43,20 +44,15 @@ GOWALLA = dict(
 )
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _recall(model: ALS, train: Any, test: Any, device: str) -> tuple[float, float]:
     """Recall@20 of all test users and the seconds the full-ranking evaluation took."""
     users = np.arange(model.n_users)
-    _sync(device)
+    synchronize(torch.device(device))
     start = time.perf_counter()
     metrics = evaluate(
         model.user_embeddings(users), model.item_embeddings(), train, test, (20,), device=device
     )
-    _sync(device)
+    synchronize(torch.device(device))
     return float(metrics["recall@20"]), time.perf_counter() - start
 
 
@@ -86,12 +82,12 @@ def candidates(device: str, k: int, n_users: int | None, model: ALS, train: Any)
     users = np.arange(model.n_users if n_users is None else min(n_users, model.n_users))
     batch = 8192
     model.recommend(users[:batch], train[users[:batch]], k=k)  # warm-up
-    _sync(device)
+    synchronize(torch.device(device))
     start = time.perf_counter()
     for lo in range(0, users.size, batch):
         rows = users[lo : lo + batch]
         ids, _ = model.recommend(rows, train[rows], k=k)
-    _sync(device)
+    synchronize(torch.device(device))
     seconds = time.perf_counter() - start
     return {
         "device": device,

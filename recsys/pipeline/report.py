@@ -26,7 +26,7 @@ from recsys.pipeline.artifacts import PLOT_FILES, REPORT_FILE, atomic_write_text
 from recsys.pipeline.job import logger
 from recsys.pipeline.tracking import LOSS_TAGS, loss_parts
 
-__all__ = ["LIST_USERS", "report_lists", "write_report"]
+__all__ = ["LIST_USERS", "can_plot", "new_figure", "report_lists", "save_png", "write_report"]
 
 #: The long-tail and score plots rank the top-k lists of at most this many users (a seeded
 #: sample): enough for stable exposure counts, and a bounded cost on large catalogs.
@@ -63,13 +63,7 @@ def write_report(
     """Write the plots, then ``report.md`` into the run folder `out`; ``{name: path}`` of the
     files written. `metadata` is the run's ``metadata.json`` record, `seen` its training matrix
     (the popularity of the long-tail plot and the items excluded from the lists)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except ImportError:
-        logger.info("report: matplotlib is not installed (the dev extra); no plots")
-        plots: dict[str, Path] = {}
-    else:
-        plots = _write_plots(out, metadata, model, seen)
+    plots = _write_plots(out, metadata, model, seen) if can_plot("report") else {}
     text = _markdown(metrics, metadata, plots)
     return {**plots, "report": atomic_write_text(out / REPORT_FILE, text)}
 
@@ -149,13 +143,25 @@ def _write_plots(
     }
     written = {}
     for name, draw in drawers.items():
-        fig = _figure()
+        fig = new_figure()
         if draw(fig):
-            written[name] = _save(fig, out / PLOT_FILES[name])
+            written[name] = save_png(fig, out / PLOT_FILES[name])
     return written
 
 
-def _figure() -> Any:
+def can_plot(what: str) -> bool:
+    """Whether matplotlib is installed (the ``dev`` extra); without it, one logged line saying
+    that `what` (e.g. ``report``) gets no plots."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError:
+        logger.info("%s: matplotlib is not installed (the dev extra); no plots", what)
+        return False
+    return True
+
+
+def new_figure() -> Any:
+    """A matplotlib figure on its own Agg canvas (pyplot's global backend is left alone)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -164,7 +170,8 @@ def _figure() -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
+    """Save `fig` as a PNG at `path`, atomically; `path`."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path

@@ -78,9 +78,10 @@ def write_report(
 def _markdown(
     metrics: Mapping[str, float], metadata: Mapping[str, Any], plots: Mapping[str, Path]
 ) -> str:
+    split = metadata["objective"].get("split", "test")
     sections = [
         "# Run report",
-        "## Test metrics\n\n" + markdown_metrics(metrics),
+        f"## {split.capitalize()} metrics\n\n" + markdown_metrics(metrics),
         "## Training\n\n" + _training(metrics, metadata),
         "## Data\n\n" + _data_table(metadata["data"]),
         "## Settings\n\n" + _settings(metadata),
@@ -105,7 +106,8 @@ def _training(metrics: Mapping[str, float], metadata: Mapping[str, Any]) -> str:
         lines.append(f"- best epoch: {best} (validation {objective} = {_number(value)}), kept")
     if metadata.get("stopped_early"):
         lines.append(f"- early stopping fired after epoch {metadata['epochs']}")
-    lines.append(f"- test {objective}: {_number(metadata['objective']['value'])}")
+    split = metadata["objective"].get("split", "test")
+    lines.append(f"- {split} {objective}: {_number(metadata['objective']['value'])}")
     return "\n".join(lines)
 
 

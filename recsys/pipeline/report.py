@@ -1,7 +1,7 @@
 """The run report: ``report.md`` and its PNG plots, readable without TensorBoard.
 
-``report.md`` holds the test metrics table (the same numbers as ``metrics.json``), the training
-outcome (epochs, the best epoch, whether early stopping fired), the data summary and the
+``report.md`` holds the final metrics table (test, or validation for a tuning trial; the same
+numbers as ``metrics.json``), the training outcome (epochs, the best epoch, whether early stopping fired), the data summary and the
 settings. The plots (matplotlib, drawn on the Agg canvas without touching pyplot's global
 backend) show the loss and its parts per epoch, the validation objective per evaluation, the
 user and item factor norms, item popularity against how often each item is recommended (the

@@ -1,13 +1,13 @@
 """The run report: ``report.md`` and its PNG plots, readable without TensorBoard.
 
 ``report.md`` holds the final metrics table (test, or validation for a tuning trial; the same
-numbers as ``metrics.json``), the training outcome (epochs, the best epoch, whether early stopping fired), the data summary and the
-settings. The plots (matplotlib, drawn on the Agg canvas without touching pyplot's global
-backend) show the loss and its parts per epoch, the validation objective per evaluation, the
-user and item factor norms, item popularity against how often each item is recommended (the
-long tail) and the score distribution. Without matplotlib (it comes with the ``dev`` extra) the
-plots are skipped with one logged line and the markdown is still written. Every file is written
-atomically.
+numbers as ``metrics.json``), the training outcome (epochs, the best epoch, whether early stopping
+fired), the data summary and the settings. The plots (matplotlib, drawn on the Agg canvas without
+touching pyplot's global backend) show the loss and its parts per epoch, the validation objective
+per evaluation, the user and item factor norms, item popularity against how often each item is
+recommended (the long tail) and the score distribution. Without matplotlib (it comes with the
+``dev`` extra) the plots are skipped with one logged line and the markdown is still written. Every
+file is written atomically.
 """
 
 from __future__ import annotations

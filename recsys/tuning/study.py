@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from recsys.config import MINIMIZE
 from recsys.pipeline.artifacts import METADATA_FILE, METRICS_FILE, read_json
 from recsys.tuning.results import results_record, write_results, write_summary
@@ -229,6 +231,7 @@ def run_study(settings: StudySettings, config: Any, launcher: Any, arguments: Se
     space, fixed = _space(settings, arguments)
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
     objective = str(config.eval.objective)
     study = open_study(settings, direction_of(settings.direction, objective))
     recover_interrupted(study)

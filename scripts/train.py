@@ -9,7 +9,9 @@
 Every run writes into its Hydra run folder (``outputs/<date>/<time>``, or
 ``multirun/<date>/<time>/<job>``): model.npz, items.faiss (+ .json sidecar), train.npz,
 metrics.json, metadata.json, report.md with its PNG plots and TensorBoard logs under tb/; the
-console shows every test metric. A sweep's folder also gets summary.md (its jobs, best first).
+console shows every test metric (a tuning trial, ``eval.test=false``, shows its validation
+metrics and never evaluates on test; ``export=false`` writes no model, train.npz or index).
+A sweep's folder also gets summary.md (its jobs, best first).
 The function returns the objective (``eval.objective``, e.g. recall@20) so Hydra sweepers can
 optimise it. ``resume=true`` with no unfinished run under outputs/ stops before creating a
 folder, saying where it looked.
@@ -142,8 +144,9 @@ def train(cfg: DictConfig) -> float:
     logdir = Path(hc.sweep.dir).resolve() if multirun else out / pipeline.TB_DIR
     if result.skipped:
         print(f"[recsys] {out} was already complete; nothing to do")
-    print(f"[recsys] {result.objective_name} = {result.objective:.6g} (test)")
-    print(format_metrics(result.metrics, title="[recsys] test metrics (metrics.json):"))
+    split = result.objective_split
+    print(f"[recsys] {result.objective_name} = {result.objective:.6g} ({split})")
+    print(format_metrics(result.metrics, title=f"[recsys] {split} metrics (metrics.json):"))
     print(
         f"[recsys] artifacts in {out}: "
         + ", ".join(sorted(p.name for p in result.artifacts.values()))

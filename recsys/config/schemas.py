@@ -187,7 +187,11 @@ class EvalConfig:
     validation ranks only as deep as the objective's k. ``metrics`` limits the test metrics
     (null: all of ``recsys.eval``; validation computes only the objective's). ``rating_clip``
     clips explicit predictions to the rating scale (e.g. [1, 5]) before rmse / mae. ``report``
-    writes ``report.md`` and its plots into the run folder.
+    writes ``report.md`` and its plots into the run folder. ``test`` false makes the run a
+    tuning trial: the test split is never evaluated; the final model (best epoch, posterior
+    average) is evaluated on the validation split instead, and those metrics
+    (``validation_<metric>`` in metrics.json) and that objective are the run's, so a
+    hyperparameter search never sees the test split.
     """
 
     k: list[int] = field(default_factory=lambda: [10, 20, 100, 500])
@@ -200,6 +204,7 @@ class EvalConfig:
     max_users: int | None = None
     batch_size: int = 4096
     report: bool = True
+    test: bool = True
 
     def __post_init__(self) -> None:
         if not self.k:
@@ -278,7 +283,9 @@ class TrainConfig:
     ``run_dir`` names an existing run folder to continue (implies ``resume``); ``resume=true``
     alone continues the newest unfinished run under ``outputs/``. ``save_train`` keeps the
     training interactions (``train.npz``: seen items, id maps, titles) for
-    ``scripts/recommend.py``. ``plugins`` are modules imported before the config is checked,
+    ``scripts/recommend.py``. ``export`` false writes no model.npz, train.npz or index
+    (tuning trials: at 1024 factors each would write about 300 MB); metrics.json, metadata.json
+    and the report are still written. ``plugins`` are modules imported before the config is checked,
     whose weightings and solvers register themselves (their keys join ``als.*``).
     """
 
@@ -294,6 +301,7 @@ class TrainConfig:
     run_dir: str | None = None
     progress: bool = True
     save_train: bool = True
+    export: bool = True
     plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -331,6 +339,26 @@ class TrainConfig:
             )
         if self.eval.refit and self.eval.every == 0:
             fail("eval.refit", True, "needs eval.every >= 1 (refit uses the best evaluated epoch)")
+        if not self.eval.test:
+            self._check_trial()
+
+    def _check_trial(self) -> None:
+        """``eval.test=false`` (a tuning trial) needs validation data and no refit."""
+        if self.split.validation <= 0:
+            fail(
+                "split.validation",
+                self.split.validation,
+                "eval.test=false (a tuning trial) evaluates on validation data: set "
+                "split.validation > 0, e.g. 0.1 (for Gowalla use data=lightgcn data.path=... "
+                "split=given, not +experiment=gowalla, whose settings were chosen on test)",
+            )
+        if self.eval.refit:
+            fail(
+                "eval.refit",
+                True,
+                "refit trains on the validation interactions, which eval.test=false (a tuning "
+                "trial) evaluates on: set eval.refit=false",
+            )
 
 
 _BUILT: dict[type, type] = {}

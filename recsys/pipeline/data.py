@@ -151,12 +151,13 @@ def _split(cfg: TrainConfig, interactions: Any, given: Any | None, given_test: A
 
 def _carve_validation(cfg: TrainConfig, split: Any) -> tuple[Any, Any | None, dict[str, Any]]:
     """``(fit, validation_or_None, report)``: the validation split early stopping evaluates on,
-    carved from the training part (``split.validation``, when ``eval.every`` evaluates)."""
+    carved from the training part (``split.validation``, when ``eval.every`` evaluates or the
+    run is a tuning trial, ``eval.test=false``, whose final evaluation is on it)."""
     from recsys.data import validation_split
 
     s = cfg.split
     report = dict(split.report or {})
-    if not (s.validation > 0 and cfg.eval.every > 0):
+    if not (s.validation > 0 and (cfg.eval.every > 0 or not cfg.eval.test)):
         return split.train, None, report
     carved = validation_split(
         split.train, "random", test_fraction=s.validation, seed=s.seed + 1,

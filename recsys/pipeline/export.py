@@ -11,7 +11,10 @@ from recsys.config import ConfigError, TrainConfig
 from recsys.pipeline.artifacts import artifact_paths
 from recsys.pipeline.data import Prepared
 
-__all__ = ["check_index", "export_index", "export_model"]
+__all__ = ["EXPORTED", "check_index", "export_index", "export_model"]
+
+#: the artifacts :func:`export_model` writes (none of them with ``export=false``)
+EXPORTED = ("model", "train", "index", "index_sidecar")
 
 
 def check_index(conf: TrainConfig, n_items: int) -> None:
@@ -91,13 +94,18 @@ def _build(model: Any, conf: TrainConfig) -> Any:
 
 def export_model(
     model: Any, conf: TrainConfig, data: Prepared, out: Path
-) -> tuple[dict[str, Path], dict[str, Any], float]:
-    """Write ``model.npz``, ``train.npz`` (when ``save_train``) and the index into `out`.
+) -> tuple[dict[str, Path], dict[str, Any] | None, float]:
+    """Write ``model.npz``, ``train.npz`` (when ``save_train``) and the index into `out`
+    (nothing with ``export=false``).
 
-    Returns the run folder's artifact paths (without ``train`` when it was not saved), the
-    index's description and the seconds the index took to build and save.
+    Returns the run folder's artifact paths (without those not written), the index's
+    description (None without an index) and the seconds the index took to build and save.
     """
     artifacts = artifact_paths(out)
+    if not conf.export:
+        for name in EXPORTED:
+            del artifacts[name]
+        return artifacts, None, 0.0
     model.save(artifacts["model"])  # ALS.save writes atomically
     if conf.save_train:
         data.train.save(artifacts["train"])  # atomic too: seen items, ids, titles

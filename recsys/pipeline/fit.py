@@ -194,7 +194,7 @@ def _epoch_callbacks(
         return []
     conf = job.conf
     callbacks: list[EpochCallback] = [TrackEpoch(tracker)]
-    if data.validation is not None:
+    if data.validation is not None and conf.eval.every > 0:
         validation = data.validation.matrix
 
         def evaluate(model: Any) -> dict[str, float]:

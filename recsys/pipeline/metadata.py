@@ -1,7 +1,10 @@
 """What a run records about itself: ``metrics.json``, ``metadata.json`` and the TensorBoard hparams.
 
-``metrics.json`` is flat (``{"recall@20": ..., "train_seconds": ...}``); ``metadata.json`` holds
-the resolved config, data statistics, versions, device, git commit, loss history and evaluations.
+``metrics.json`` is flat (``{"recall@20": ..., "train_seconds": ...}``); a tuning trial's
+(``eval.test=false``) metrics are its final model's on the validation split, each named
+``validation_<metric>`` (no key without the prefix then: the split is in every name).
+``metadata.json`` holds the resolved config, data statistics, versions, device, git commit, loss
+history and evaluations, and the objective with the split it was measured on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "library_versions",
     "metadata_record",
     "metrics_record",
+    "objective_key",
     "utc_now",
 ]
 
@@ -94,18 +98,25 @@ def hparams(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def objective_key(objective: str, split: str) -> str:
+    """The metrics.json key of `objective` measured on `split` (``test`` or ``validation``)."""
+    return objective if split == "test" else f"{split}_{objective}"
+
+
 def metrics_record(
-    test_metrics: Mapping[str, float], fitted: Fitted, start: Start, objective: str
+    final: Mapping[str, float], fitted: Fitted, start: Start, objective: str, split: str
 ) -> dict[str, float]:
-    """``metrics.json``: the test metrics, the seconds, the epochs and the best validation."""
-    metrics: dict[str, float] = dict(test_metrics)
+    """``metrics.json``: the final model's metrics on `split` (named by :func:`objective_key`),
+    the seconds, the epochs and the best validation (of early stopping, unless the final
+    evaluation was on validation: that one is the final model's)."""
+    metrics: dict[str, float] = {objective_key(k, split): v for k, v in final.items()}
     metrics["train_seconds"] = round(fitted.train_seconds, 4)
     metrics["fit_seconds"] = round(fitted.epoch_seconds, 4)
     metrics["epochs"] = len(fitted.history)
     stopper = start.stopper
     if stopper.best_epoch is not None:
         metrics["best_epoch"] = stopper.best_epoch
-        metrics[f"validation_{objective}"] = float(stopper.best_value)
+        metrics.setdefault(f"validation_{objective}", float(stopper.best_value))
     return metrics
 
 
@@ -118,7 +129,7 @@ def metadata_record(
     metrics: Mapping[str, float],
     overrides: Sequence[str] | None,
     timings: Mapping[str, float],
-    index_info: dict[str, Any],
+    index_info: dict[str, Any] | None,
     sharding: dict[str, Any] | None,
     started: str,
     artifacts: Mapping[str, Path],
@@ -126,13 +137,15 @@ def metadata_record(
     """``metadata.json``; `overrides` are this command's, `timings` the stages' seconds."""
     conf = job.conf
     objective = conf.eval.objective
+    split = "test" if conf.eval.test else "validation"
     return {
         "config": to_dict(conf),
         "overrides": start.overrides,
         "resume_overrides": None if start.resumed_from is None else list(overrides or []),
         "objective": {
             "name": objective,
-            "value": metrics[objective],
+            "split": split,
+            "value": metrics[objective_key(objective, split)],
             "minimize": conf.eval.minimize,
         },
         "data": _data_stats(data),

@@ -1,13 +1,13 @@
 """The run report: ``report.md`` and its PNG plots, readable without TensorBoard.
 
-``report.md`` holds the test metrics table (the same numbers as ``metrics.json``), the training
-outcome (epochs, the best epoch, whether early stopping fired), the data summary and the
-settings. The plots (matplotlib, drawn on the Agg canvas without touching pyplot's global
-backend) show the loss and its parts per epoch, the validation objective per evaluation, the
-user and item factor norms, item popularity against how often each item is recommended (the
-long tail) and the score distribution. Without matplotlib (it comes with the ``dev`` extra) the
-plots are skipped with one logged line and the markdown is still written. Every file is written
-atomically.
+``report.md`` holds the final metrics table (test, or validation for a tuning trial; the same
+numbers as ``metrics.json``), the training outcome (epochs, the best epoch, whether early stopping
+fired), the data summary and the settings. The plots (matplotlib, drawn on the Agg canvas without
+touching pyplot's global backend) show the loss and its parts per epoch, the validation objective
+per evaluation, the user and item factor norms, item popularity against how often each item is
+recommended (the long tail) and the score distribution. Without matplotlib (it comes with the
+``dev`` extra) the plots are skipped with one logged line and the markdown is still written. Every
+file is written atomically.
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def write_report(
 def _markdown(
     metrics: Mapping[str, float], metadata: Mapping[str, Any], plots: Mapping[str, Path]
 ) -> str:
+    split = metadata["objective"].get("split", "test")
     sections = [
         "# Run report",
-        "## Test metrics\n\n" + markdown_metrics(metrics),
+        f"## {split.capitalize()} metrics\n\n" + markdown_metrics(metrics),
         "## Training\n\n" + _training(metrics, metadata),
         "## Data\n\n" + _data_table(metadata["data"]),
         "## Settings\n\n" + _settings(metadata),
@@ -99,7 +100,8 @@ def _training(metrics: Mapping[str, float], metadata: Mapping[str, Any]) -> str:
         lines.append(f"- best epoch: {best} (validation {objective} = {_number(value)}), kept")
     if metadata.get("stopped_early"):
         lines.append(f"- early stopping fired after epoch {metadata['epochs']}")
-    lines.append(f"- test {objective}: {_number(metadata['objective']['value'])}")
+    split = metadata["objective"].get("split", "test")
+    lines.append(f"- {split} {objective}: {_number(metadata['objective']['value'])}")
     return "\n".join(lines)
 
 

@@ -31,10 +31,16 @@ from recsys.pipeline.callbacks import EpochHook
 from recsys.pipeline.checkpoints import Checkpointer, check_same_settings, resumed_config
 from recsys.pipeline.data import Prepared, prepare_data
 from recsys.pipeline.evaluate import evaluate_model, require_objective
-from recsys.pipeline.export import check_index, export_model
+from recsys.pipeline.export import EXPORTED, check_index, export_model
 from recsys.pipeline.fit import Fitted, Start, als_kwargs, check_device, fit, start_from
 from recsys.pipeline.job import Job, logger
-from recsys.pipeline.metadata import hparams, metadata_record, metrics_record, utc_now
+from recsys.pipeline.metadata import (
+    hparams,
+    metadata_record,
+    metrics_record,
+    objective_key,
+    utc_now,
+)
 from recsys.pipeline.ranks import distributed_report, join_ranks
 from recsys.pipeline.report import write_report
 from recsys.pipeline.tracking import Tracker
@@ -44,7 +50,9 @@ __all__ = ["RunResult", "run"]
 
 @dataclass
 class RunResult:
-    """What a finished run produced."""
+    """What a finished run produced: `objective` is `objective_name` (``eval.objective``)
+    measured on `objective_split`, ``test``, or ``validation`` for a tuning trial
+    (``eval.test=false``)."""
 
     output_dir: Path
     objective_name: str
@@ -55,6 +63,7 @@ class RunResult:
     skipped: bool = False
     #: False on the ranks > 0 of a distributed run (they write nothing; `metrics` is empty)
     primary: bool = True
+    objective_split: str = "test"
 
 
 def run(
@@ -75,7 +84,8 @@ def run(
             ``(epoch, loss, seconds, model)``; an exception it raises aborts the run.
 
     Returns:
-        :class:`RunResult`; ``objective`` is the test value of ``cfg.eval.objective``.
+        :class:`RunResult`; ``objective`` is the test value of ``cfg.eval.objective`` (its
+        validation value with ``eval.test=false``).
 
     Raises:
         ConfigError: an invalid config or a resume that conflicts with the checkpoint.
@@ -139,11 +149,17 @@ def _completed(
     if job.primary:
         checkpointer.clear()  # left by a run killed between metrics.json and its cleanup
         logger.info("run in %s is already complete; nothing to resume", out)
-    objective = job.conf.eval.objective
+    objective, split = job.conf.eval.objective, meta["objective"].get("split", "test")
     return RunResult(
-        out, objective, float(metrics[objective]), metrics, artifact_paths(out),
-        skipped=True, primary=job.primary,
+        out, objective, float(metrics[objective_key(objective, split)]), metrics,
+        _artifacts(job.conf, out), skipped=True, primary=job.primary, objective_split=split,
     )  # fmt: skip
+
+
+def _artifacts(conf: Any, out: Path) -> dict[str, Path]:
+    """The run folder's artifact paths, without the exported ones when ``export=false``."""
+    paths = artifact_paths(out)
+    return paths if conf.export else {k: v for k, v in paths.items() if k not in EXPORTED}
 
 
 def _open_tracker(job: Job, resumed_from: int | None) -> Tracker:
@@ -172,7 +188,8 @@ def _train(
     t0 = time.perf_counter()
     data = prepare_data(job.conf)
     load_seconds = time.perf_counter() - t0
-    check_index(job.conf, data.train.n_items)  # before training: a bad index.* fails now
+    if job.conf.export:  # before training: a bad index.* fails now
+        check_index(job.conf, data.train.n_items)
     job.info(
         "data: %s; train %d, test %d, validation %s interactions",
         data.full_stats, data.train.nnz, data.test.nnz,
@@ -193,8 +210,8 @@ def _train(
                 math.nan, "waiting for rank 0's evaluation and artifacts"
             )
             return RunResult(
-                job.out, job.conf.eval.objective, value, {}, artifact_paths(job.out),
-                resumed_from=start.resumed_from, primary=False,
+                job.out, job.conf.eval.objective, value, {}, _artifacts(job.conf, job.out),
+                resumed_from=start.resumed_from, primary=False, objective_split=_split(job.conf),
             )  # fmt: skip
         return _finish(
             job, data, start, fitted, tracker, checkpointer,
@@ -217,21 +234,25 @@ def _finish(
     started: str,
     load_seconds: float,
 ) -> RunResult:
-    """Rank 0: evaluate on the test split, export, write the report (``eval.report``), then
-    metadata.json and, last, metrics.json (its presence marks a complete run) and remove the
-    checkpoints."""
-    conf, model, objective = job.conf, fitted.model, job.conf.eval.objective
+    """Rank 0: evaluate the final model (on the test split; on validation for a tuning trial),
+    export, write the report (``eval.report``), then metadata.json and, last, metrics.json (its
+    presence marks a complete run) and remove the checkpoints."""
+    conf, model, objective, split = (
+        job.conf,
+        fitted.model,
+        job.conf.eval.objective,
+        _split(job.conf),
+    )
     t_eval = time.perf_counter()
-    fold_in = None if data.fold_in is None else data.fold_in.matrix
-    test_metrics = evaluate_model(model, conf, data.train.matrix, data.test.matrix, fold_in=fold_in)
+    final = _evaluate_final(conf, data, model)
     eval_seconds = time.perf_counter() - t_eval
-    tracker.log_metrics(test_metrics, len(model.history), "test")
-    require_objective(test_metrics, objective)
+    tracker.log_metrics(final, len(model.history), split)
+    require_objective(final, objective)
     artifacts, index_info, index_seconds = export_model(model, conf, data, job.out)
-    metrics = metrics_record(test_metrics, fitted, start, objective)
+    metrics = metrics_record(final, fitted, start, objective, split)
     _log_final(job, data, model, tracker, metrics)
     timings = {"load_seconds": load_seconds, "train_seconds": fitted.train_seconds,
-               "test_eval_seconds": eval_seconds, "index_seconds": index_seconds}  # fmt: skip
+               f"{split}_eval_seconds": eval_seconds, "index_seconds": index_seconds}  # fmt: skip
     metadata = metadata_record(
         job, data, start, fitted, metrics=metrics, overrides=overrides, timings=timings,
         index_info=index_info, sharding=sharding, started=started, artifacts=artifacts,
@@ -243,12 +264,28 @@ def _finish(
     atomic_write_json(artifacts["metadata"], metadata)
     atomic_write_json(artifacts["metrics"], metrics)  # last: its presence marks completion
     checkpointer.clear()
+    value = float(metrics[objective_key(objective, split)])
     if job.comm is not None:
-        job.comm.broadcast_float(float(metrics[objective]), "broadcast of the test objective")
+        job.comm.broadcast_float(value, f"broadcast of the {split} objective")
     return RunResult(
-        job.out, objective, float(metrics[objective]), metrics, artifacts,
-        resumed_from=start.resumed_from,
+        job.out, objective, value, metrics, artifacts,
+        resumed_from=start.resumed_from, objective_split=split,
     )  # fmt: skip
+
+
+def _split(conf: Any) -> str:
+    """The split the run's final metrics and objective come from."""
+    return "test" if conf.eval.test else "validation"
+
+
+def _evaluate_final(conf: Any, data: Prepared, model: Any) -> dict[str, float]:
+    """The final model's metrics: on the test split, the training split's items excluded; with
+    ``eval.test=false`` on the validation split instead, ``data.fit``'s items excluded (the
+    test split is then never evaluated)."""
+    if not conf.eval.test:
+        return evaluate_model(model, conf, data.fit.matrix, data.validation.matrix)
+    fold_in = None if data.fold_in is None else data.fold_in.matrix
+    return evaluate_model(model, conf, data.train.matrix, data.test.matrix, fold_in=fold_in)
 
 
 def _log_final(

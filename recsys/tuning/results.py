@@ -72,14 +72,8 @@ def write_results(sweep_dir: Path, record: dict[str, Any]) -> Path:
 def write_summary(sweep_dir: Path, study: Any) -> Path | None:
     """Rewrite the sweep folder's ``summary.md`` (its complete jobs, best first; see
     :func:`recsys.pipeline.sweep.write_sweep_summary`), with `study`'s parameter importances
-    (how much of the objective's variation each swept key explains) where the summary takes
-    them; its path, or None before the first complete job."""
-    import inspect
-
+    (how much of the objective's variation each swept key explains); its path, or None before the first complete job."""
     from recsys.pipeline.sweep import write_sweep_summary
-
-    if "importances" not in inspect.signature(write_sweep_summary).parameters:
-        return write_sweep_summary(Path(sweep_dir))
     from recsys.tuning.importance import param_importances
 
     return write_sweep_summary(Path(sweep_dir), importances=param_importances(study))

@@ -189,7 +189,8 @@ def run_trial(
 
 
 def _settings(conf: Any, protocol: Protocol, dataset: str) -> dict[str, Any]:
-    """What a continued study must match: the data, split, objective and protocol."""
+    """What a continued study must match: the data, split, objective and protocol (the budget
+    may grow: a continued study with more trials runs the difference)."""
     return {
         "dataset": dataset,
         "data": asdict(conf.data),
@@ -197,7 +198,7 @@ def _settings(conf: Any, protocol: Protocol, dataset: str) -> dict[str, Any]:
         "seed": conf.seed,
         "objective": conf.eval.objective,
         "patience": conf.eval.patience,
-        "protocol": asdict(protocol),
+        "protocol": {k: v for k, v in asdict(protocol).items() if k != "trials"},
     }
 
 
@@ -245,8 +246,9 @@ def tune(
     *,
     log: Callable[[str], None] = print,
 ) -> float:
-    """Run the trials the study still lacks (every finished trial counts, as in our sweeper);
-    returns the study's wall seconds, summed over every session that worked on it."""
+    """Run the trials the study still lacks (every finished trial counts, failed ones too, as in
+    our sweeper; one a killed process left running does not); returns the study's wall
+    seconds, summed over every session that worked on it."""
     started = time.perf_counter()
     before = float(study.user_attrs.get("study_seconds", 0.0))
 

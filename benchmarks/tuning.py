@@ -55,12 +55,14 @@ class Space:
     """implicit's search space: inclusive bounds, each sampled on a log scale.
 
     ``factors`` spans what ours searches (16..2048); ``regularization`` is implicit's constant
-    lambda (default 0.01) over five decades; ``alpha`` the confidence of an observed pair
-    (default 1) from 0.1 to 100, which covers the 1..40 usually tried on binary data.
+    lambda (default 0.01) over six decades: on ML-100K (ratings >= 4) a 40-trial study bounded
+    at 100 put its best trials at 15..95, so the bound reaches 1000; ``alpha`` the confidence of
+    an observed pair (default 1) from 0.1 to 100, which covers the 1..40 usually tried on
+    binary data.
     """
 
     factors: tuple[int, int] = (16, 2048)
-    regularization: tuple[float, float] = (1e-3, 1e2)
+    regularization: tuple[float, float] = (1e-3, 1e3)
     alpha: tuple[float, float] = (0.1, 100.0)
 
     def sample(self, trial: Any) -> dict[str, Any]:

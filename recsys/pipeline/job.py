@@ -20,6 +20,9 @@ logger = logging.getLogger(__package__)
 class Job:
     """A validated config, the run folder and the communicator of a distributed run (None alone).
 
+    ``protocol`` says how the settings were chosen when a tuning study chose them (written to
+    metadata.json as it is; None for a run configured by hand).
+
     Rank 0 (or the only process) is the primary one: it alone evaluates, checkpoints, logs,
     shows progress and writes the artifacts.
     """
@@ -27,6 +30,7 @@ class Job:
     conf: TrainConfig
     out: Path
     comm: Any | None = None
+    protocol: dict[str, Any] | None = None
 
     @property
     def primary(self) -> bool:

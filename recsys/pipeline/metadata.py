@@ -142,6 +142,7 @@ def metadata_record(
         "config": to_dict(conf),
         "overrides": start.overrides,
         "resume_overrides": None if start.resumed_from is None else list(overrides or []),
+        "protocol": job.protocol,
         "objective": {
             "name": objective,
             "split": split,

@@ -72,6 +72,7 @@ def run(
     *,
     overrides: Sequence[str] | None = None,
     epoch_hook: EpochHook | None = None,
+    protocol: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train, evaluate and export as `cfg` says, writing every artifact into `output_dir`.
 
@@ -82,6 +83,8 @@ def run(
             keys typed there must agree with the checkpoint (None: the whole config must).
         epoch_hook: called after each epoch's bookkeeping (and checkpoint) with
             ``(epoch, loss, seconds, model)``; an exception it raises aborts the run.
+        protocol: how a tuning study chose these settings (``metadata.json["protocol"]``;
+            :func:`recsys.tuning.refit` passes it).
 
     Returns:
         :class:`RunResult`; ``objective`` is the test value of ``cfg.eval.objective`` (its
@@ -93,7 +96,7 @@ def run(
     """
     conf = validate(cfg)
     check_device(conf)
-    job = Job(conf, Path(output_dir), join_ranks(conf))
+    job = Job(conf, Path(output_dir), join_ranks(conf), protocol)
     if job.comm is not None:  # the run folder is rank 0's (the others read its checkpoints)
         out = job.comm.broadcast_text(str(job.out), "broadcast of the run folder")
         job = dataclasses.replace(job, out=Path(out))

@@ -72,7 +72,8 @@ def write_results(sweep_dir: Path, record: dict[str, Any]) -> Path:
 def write_summary(sweep_dir: Path, study: Any) -> Path | None:
     """Rewrite the sweep folder's ``summary.md`` (its complete jobs, best first; see
     :func:`recsys.pipeline.sweep.write_sweep_summary`), with `study`'s parameter importances
-    (how much of the objective's variation each swept key explains); its path, or None before the first complete job."""
+    (how much of the objective's variation each swept key explains); its path, or None
+    before the first complete job."""
     from recsys.pipeline.sweep import write_sweep_summary
     from recsys.tuning.importance import param_importances
 

@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the split's and the sampler's seed")
     p.add_argument("--patience", type=int, default=2, help="early stopping (evaluations)")
     p.add_argument("--max-epochs", type=int, default=50, help="the epoch cap of a trial")
+    p.add_argument(
+        "--eval-users",
+        type=int,
+        default=None,
+        help="score this many sampled validation users after each epoch (eval.max_users; "
+        "default all): early stopping and the trial's objective use them",
+    )
     p.add_argument("--threads", type=int, default=2, help="implicit's threads (and torch's)")
     p.add_argument(
         "--max-factors", type=int, default=Space().factors[1],
@@ -105,6 +112,8 @@ def _run(args: argparse.Namespace, protocol: Protocol) -> int:
     torch.set_num_threads(protocol.threads)
     ours = None if args.ours is None else ours_result(args.ours)
     overrides = dataset_overrides(args.data, args.data_root, seed=args.seed, patience=args.patience)
+    if args.eval_users is not None:
+        overrides.append(f"eval.max_users={args.eval_users}")
     conf = compose_config(overrides)
     data = prepare_data(conf)
     study = open_study(args.out, conf, protocol, args.data)

@@ -79,7 +79,13 @@ class RecsysOptunaSweeper(Sweeper):
         params = self.settings.get("params") or {}
         settings = {**self.settings, "params": {str(k): str(v) for k, v in params.items()}}
         try:
-            return run_study(StudySettings(**settings), self.config, self.launcher, arguments)
+            study = run_study(StudySettings(**settings), self.config, self.launcher, arguments)
         except StudyError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        folder = self.config.hydra.sweep.dir
+        print(
+            f"[recsys] study done: {folder}/optimization_results.yaml; train the best trial on "
+            f"train + validation and test it once: python scripts/refit.py sweep={folder}"
+        )
+        return study

@@ -44,6 +44,7 @@ def test_a_three_trial_study_on_the_tiny_preset(
     sweep, proc = study
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[recsys] recall@10 = " in proc.stdout and "(validation)" in proc.stdout
+    assert f"python scripts/refit.py sweep={sweep}" in proc.stdout
     assert {"0", "1", "2", "study.db", "optimization_results.yaml", "summary.md"} <= {
         p.name for p in sweep.iterdir()
     }

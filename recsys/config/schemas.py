@@ -350,7 +350,7 @@ class TrainConfig:
                 self.split.validation,
                 "eval.test=false (a tuning trial) evaluates on validation data: set "
                 "split.validation > 0, e.g. 0.1 (for Gowalla use data=lightgcn data.path=... "
-                "split=given, not +experiment=gowalla, whose settings were chosen on test)",
+                "split=given, not +experiment=gowalla, which pins a refit without validation)",
             )
         if self.eval.refit:
             fail(
